@@ -1,0 +1,46 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+CORE_CATALOGUE := layers/common/python/comfyfleet/data/object_info_core.json
+
+.PHONY: install test lint demo bench clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "comfyfleet needs Python >= 3.11 (set PYTHON=...)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,agent,cdk]'
+	@touch $(INSTALLED)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+demo: $(INSTALLED)
+	@mkdir -p out
+	@echo "== validate examples/hello.json against ComfyUI's core nodes"
+	$(BIN)/comfyfleet validate examples/hello.json --catalogue core
+	@for name in sd15 sdxl flux; do \
+		echo "== template $$name -> out/$$name.json, validated"; \
+		$(BIN)/comfyfleet template $$name --prompt "a lighthouse on a cliff at dusk" --seed 42 \
+			> out/$$name.json || exit 1; \
+		$(BIN)/comfyfleet validate out/$$name.json --catalogue core > out/$$name.validation.json \
+			|| { cat out/$$name.validation.json; exit 1; }; \
+		$(BIN)/python -c "import json,sys; r=json.load(open(sys.argv[1])); \
+			print('   ok:', r['ok'], '| models:', ', '.join(m['folder'] + '/' + m['filename'] for m in r['models']))" \
+			out/$$name.validation.json; \
+	done
+
+bench: $(INSTALLED)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out cdk.out
