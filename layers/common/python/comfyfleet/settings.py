@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -151,6 +151,30 @@ class Settings(BaseSettings):
         description="The deployment's S3 model mirror; s3:// URLs in it are allowed. "
         "Empty means '<prefix>-models'.",
     )
+    output_bucket: str = Field(
+        "", description="Bucket of job outputs and previews. Empty means '<prefix>-outputs'."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="Runs of one job (infrastructure failures) before it fails."
+    )
+    lease_seconds: int = Field(
+        90, ge=10, le=3600, description="A running job's lease; its agent renews it while alive."
+    )
+    routing_policy: Literal["cost", "coverage", "least_loaded", "random"] = Field(
+        "cost", description="How a job's queue is chosen (DESIGN §6)."
+    )
+    route_margin_seconds: float = Field(
+        5.0, ge=0, description="How much sooner a node must start a job than the shared queue."
+    )
+    default_run_seconds: float = Field(
+        20.0, gt=0, description="A node's run time per job until it has measured its own."
+    )
+    default_bandwidth_bytes: int = Field(
+        200 * MiB, gt=0, description="Model download speed (bytes/s) assumed for a new node."
+    )
+    node_stale_seconds: int = Field(
+        45, ge=5, description="A node silent this long is not routed to (and later reaped)."
+    )
     denied_class_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_DENIED_CLASS_TYPES),
         description="ComfyUI node classes no workflow may use.",
@@ -231,6 +255,10 @@ class Settings(BaseSettings):
     def model_bucket_name(self) -> str:
         """The S3 model mirror's bucket name."""
         return self.model_bucket or f"{self.prefix}-models"
+
+    @property
+    def output_bucket_name(self) -> str:
+        return self.output_bucket or f"{self.prefix}-outputs"
 
     def tier(self, name: str) -> Tier:
         """Limits of the named tier; an unknown name falls back to the default tier."""

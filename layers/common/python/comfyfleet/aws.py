@@ -1,0 +1,43 @@
+"""boto3 clients, made once per process with one configuration.
+
+The endpoint comes from boto3's own ``AWS_ENDPOINT_URL`` (the dev stack points it at moto's
+server) unless a caller passes one. Clients are thread-safe and reused: creating one costs
+milliseconds, which matters on a Lambda's request path.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 4},
+    connect_timeout=3,
+    read_timeout=25,
+    max_pool_connections=50,
+)
+_clients: dict[tuple[str, str | None, str | None], Any] = {}
+_lock = threading.Lock()
+
+
+def client(service: str, *, endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """The process's client for ``service`` (and endpoint, region)."""
+    key = (service, endpoint_url, region)
+    found = _clients.get(key)
+    if found is None:
+        with _lock:
+            found = _clients.get(key)
+            if found is None:
+                found = _clients[key] = boto3.session.Session().client(
+                    service, endpoint_url=endpoint_url, region_name=region, config=_CONFIG
+                )
+    return found
+
+
+def reset_clients() -> None:
+    """Forget every client (tests that switch endpoints or credentials)."""
+    with _lock:
+        _clients.clear()

@@ -1,0 +1,35 @@
+"""Identifiers: ULIDs for jobs and accounts (time-ordered, so newest-first is a key order)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_lock = threading.Lock()
+_last_ms = 0
+_last_random = 0
+
+
+def ulid(now: float | None = None) -> str:
+    """A 26-character ULID; monotonic within a process, also within one millisecond."""
+    global _last_ms, _last_random
+    ms = int((time.time() if now is None else now) * 1000)
+    with _lock:
+        if ms <= _last_ms:
+            ms = _last_ms
+            _last_random += 1
+        else:
+            _last_random = int.from_bytes(os.urandom(10), "big")
+        _last_ms = ms
+        value = (ms << 80) | (_last_random & ((1 << 80) - 1))
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def new_job_id(now: float | None = None) -> str:
+    return ulid(now)
+
+
+def new_account_id(now: float | None = None) -> str:
+    return "acct_" + ulid(now)
