@@ -1,0 +1,178 @@
+"""Cache-aware routing (DESIGN §6): which queue a job's message goes to.
+
+A pure function of the job's models, a snapshot of the nodes and the settings, so the API,
+the agents' promotions and the fleet simulation all run the same code.
+
+    start(node) = backlog(node) + missing_bytes(node, job) / bandwidth(node)
+    backlog(node) = remainder of its current job + queued(node) × its run time
+
+`cost` sends the job to the node that would start it first when that beats the shared queue
+(where the first free node takes it: late binding) by a margin.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from comfyfleet.domain import SHARED_ROUTE, NodeInfo
+from comfyfleet.settings import Settings
+
+COVERAGE_THRESHOLD = 0.6  # cmfy.cloud's rule: a node with ≥ 60 % of the models cached
+POLICIES = ("cost", "coverage", "least_loaded", "random")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelNeed:
+    """A model a job needs, with its size when known."""
+
+    key: str
+    folder: str = ""
+    size: int | None = None
+
+    @classmethod
+    def from_ref(cls, ref: dict[str, Any]) -> ModelNeed:
+        return cls(key=ref["key"], folder=ref.get("folder", ""), size=ref.get("size"))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    target: str  # a node id, or SHARED_ROUTE
+    queue_url: str
+    estimated_start: float  # seconds from now until a node could start the job
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    node: NodeInfo
+    free_in: float  # seconds until it could start anything
+    download: float  # seconds to fetch what it lacks
+    missing_bytes: int
+    coverage: float
+
+    @property
+    def start(self) -> float:
+        return self.free_in + self.download
+
+
+def route_job(
+    needs: Sequence[ModelNeed],
+    nodes: Sequence[NodeInfo],
+    shared_queued: int,
+    *,
+    shared_url: str,
+    settings: Settings,
+    now: float,
+    policy: str | None = None,
+    rng: random.Random | None = None,
+) -> Route:
+    """Choose the queue for a job needing ``needs``, given the fleet as ``nodes`` shows it."""
+    policy = policy or settings.routing_policy
+    sizes = _sizes(needs, nodes, settings)
+    options = [
+        _option(node, sizes, settings, now)
+        for node in nodes
+        if node.live(now, settings.node_stale_seconds) and node.queue_url
+    ]
+    shared_start = _shared_start(options, shared_queued, settings)
+    shared = Route(SHARED_ROUTE, shared_url, shared_start)
+    if not options:
+        return shared
+    if policy == "cost":
+        best = min(options, key=lambda o: (o.start, o.node.node_id))
+        if best.start + settings.route_margin_seconds < shared_start:
+            return _to(best)
+        return shared
+    if policy == "coverage":
+        if not sizes:
+            return shared
+        best = max(options, key=lambda o: (o.coverage, -o.free_in, o.node.node_id))
+        return _to(best) if best.coverage >= COVERAGE_THRESHOLD else shared
+    if policy == "least_loaded":
+        return _to(min(options, key=lambda o: (o.free_in, o.node.node_id)))
+    if policy == "random":
+        return _to((rng or random).choice(options))
+    raise ValueError(f"unknown routing policy {policy!r}; one of {', '.join(POLICIES)}")
+
+
+def _to(option: _Option) -> Route:
+    return Route(option.node.node_id, option.node.queue_url, option.start)
+
+
+def _sizes(
+    needs: Sequence[ModelNeed], nodes: Sequence[NodeInfo], settings: Settings
+) -> dict[str, int]:
+    """Each needed model's bytes: as given, as a node that holds it reports, or a guess."""
+    sizes: dict[str, int] = {}
+    for need in needs:
+        size = need.size
+        if size is None:
+            size = next((n.cached[need.key] for n in nodes if need.key in n.cached), None)
+        sizes[need.key] = size if size is not None else settings.model_size_guess(need.folder)
+    return sizes
+
+
+def _run_seconds(node: NodeInfo, settings: Settings) -> float:
+    return node.ewma_run_seconds or settings.default_run_seconds
+
+
+def _option(node: NodeInfo, sizes: dict[str, int], settings: Settings, now: float) -> _Option:
+    run = _run_seconds(node, settings)
+    remainder = 0.0
+    if node.current_job is not None:
+        elapsed = now - (node.current_started_at or now)
+        remainder = max(run - elapsed, 0.1 * run)  # an overdue job still has some way to go
+    missing = sum(size for key, size in sizes.items() if key not in node.cached)
+    bandwidth = node.bandwidth_bytes_per_second or settings.default_bandwidth_bytes
+    covered = sum(1 for key in sizes if key in node.cached)
+    return _Option(
+        node=node,
+        free_in=remainder + node.queued * run,
+        download=missing / bandwidth,
+        missing_bytes=missing,
+        coverage=covered / len(sizes) if sizes else 0.0,
+    )
+
+
+def _shared_start(options: list[_Option], shared_queued: int, settings: Settings) -> float:
+    """When the shared queue would start the job: the first node to free up, after the jobs
+    already waiting there are spread over the fleet, plus an average node's download."""
+    if not options:
+        return (shared_queued + 1) * settings.default_run_seconds
+    mean_run = sum(_run_seconds(o.node, settings) for o in options) / len(options)
+    mean_download = sum(o.download for o in options) / len(options)
+    first_free = min(o.free_in for o in options)
+    return first_free + shared_queued * mean_run / len(options) + mean_download
+
+
+class NodeSnapshot:
+    """The registry as the router sees it, read at most once per ``ttl`` seconds."""
+
+    def __init__(
+        self,
+        read: Callable[[], tuple[list[NodeInfo], int]],
+        *,
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._value: tuple[list[NodeInfo], int] | None = None
+        self._read_at = float("-inf")
+
+    def get(self) -> tuple[list[NodeInfo], int]:
+        with self._lock:
+            if self._value is None or self._clock() - self._read_at >= self._ttl:
+                self._value = self._read()
+                self._read_at = self._clock()
+            return self._value
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._value = None
