@@ -244,3 +244,18 @@ def _create_table(dynamodb: Any, table: Table, settings: Settings) -> None:
             TableName=table.name(settings),
             TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
         )
+
+
+# Objects with fixed keys.
+CATALOGUE_KEY = "catalogue/object_info.json"  # in the model bucket: the fleet's node catalogue
+MODEL_MIRROR_PREFIX = "models/"  # models/<model key> in the model bucket
+
+
+def output_key(account_id: str, job_id: str, filename: str) -> str:
+    """Where an output file of a job lives in the output bucket."""
+    return f"outputs/{account_id}/{job_id}/{filename}"
+
+
+def preview_key(job_id: str, extension: str) -> str:
+    """The latest preview frame of a running job, in the output bucket."""
+    return f"previews/{job_id}/latest.{extension}"
