@@ -129,6 +129,22 @@ def cmd_template(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_fakecomfy(args: argparse.Namespace) -> int:
+    import logging
+
+    from gpu_agent.fakecomfy import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serve(
+        args.host,
+        args.port,
+        Path(args.root),
+        step_seconds=args.step_seconds,
+        previews=args.previews,
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="comfyfleet", description="Run ComfyUI workflows on a fleet of GPU machines."
@@ -159,6 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in _template_flags().items():
         template.add_argument(f"--{name.replace('_', '-')}", dest=name, help=help_text)
     template.set_defaults(handler=cmd_template)
+
+    fakecomfy = commands.add_parser(
+        "fakecomfy", help="serve a stand-in ComfyUI (its protocol, no GPU) until Ctrl-C"
+    )
+    fakecomfy.add_argument("--port", type=int, required=True, metavar="PORT")
+    fakecomfy.add_argument(
+        "--root", required=True, metavar="DIR", help="holds models/, input/, output/, temp/"
+    )
+    fakecomfy.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    fakecomfy.add_argument(
+        "--step-seconds", type=float, default=0.05, metavar="S", help="time per sampler step"
+    )
+    fakecomfy.add_argument(
+        "--previews", action="store_true", help="send preview frames (--preview-method)"
+    )
+    fakecomfy.set_defaults(handler=cmd_fakecomfy)
     return parser
 
 
