@@ -494,3 +494,16 @@ def test_reroute_moves_a_queued_job_between_queues_once(stores: Stores) -> None:
     assert stores.nodes.get("i-1").queued == 0 and stores.nodes.snapshot()[1] == 1
     with pytest.raises(JobStateConflict):
         stores.jobs.reroute(job.job_id, from_route="i-1", to_route=SHARED_ROUTE)
+
+
+def test_a_cancel_request_can_be_read_cheaply(stores: Stores) -> None:
+    account = stores.accounts.create(tier="free", name="", now=NOW)
+    job = admit_to_ring(stores, account.account_id)
+    claim(stores, job)
+    assert stores.jobs.cancel_requested(job.job_id) is False
+
+    stores.jobs.cancel(job.job_id, now=NOW + 1)
+
+    assert stores.jobs.cancel_requested(job.job_id) is True
+    with pytest.raises(JobNotFound):
+        stores.jobs.cancel_requested("01HNOTAJOB0000000000000000")

@@ -129,6 +129,8 @@ class Job:
     outputs: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     expires_at: int | None = None
+    # Delivery of its terminal event, {state, attempts}, as the webhooks function records it.
+    webhook: dict[str, Any] | None = None
 
     @property
     def execution_time_ms(self) -> int | None:

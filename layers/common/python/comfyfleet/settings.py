@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -47,6 +47,9 @@ class Tier(BaseModel):
     concurrency: int = Field(gt=0, description="Jobs of one account running at once.")
     queue_depth: int = Field(gt=0, description="Jobs of one account waiting at once.")
     weight: float = Field(gt=0, le=50, description="Share of free GPUs under contention.")
+    job_timeout_seconds: int = Field(
+        1800, gt=0, le=86400, description="A job running longer is interrupted and fails."
+    )
 
     @property
     def ring_slots(self) -> int:
@@ -56,13 +59,26 @@ class Tier(BaseModel):
 
 # As cmfy.cloud publishes its tiers.
 DEFAULT_TIERS: dict[str, dict[str, Any]] = {
-    "free": {"requests_per_minute": 60, "concurrency": 2, "queue_depth": 100, "weight": 1.0},
-    "pro": {"requests_per_minute": 300, "concurrency": 10, "queue_depth": 100, "weight": 1.5},
+    "free": {
+        "requests_per_minute": 60,
+        "concurrency": 2,
+        "queue_depth": 100,
+        "weight": 1.0,
+        "job_timeout_seconds": 600,
+    },
+    "pro": {
+        "requests_per_minute": 300,
+        "concurrency": 10,
+        "queue_depth": 100,
+        "weight": 1.5,
+        "job_timeout_seconds": 1800,
+    },
     "enterprise": {
         "requests_per_minute": 1000,
         "concurrency": 50,
         "queue_depth": 100,
         "weight": 2.0,
+        "job_timeout_seconds": 3600,
     },
 }
 
@@ -158,7 +174,7 @@ class Settings(BaseSettings):
         3, ge=1, le=20, description="Runs of one job (infrastructure failures) before it fails."
     )
     lease_seconds: int = Field(
-        90, ge=10, le=3600, description="A running job's lease; its agent renews it while alive."
+        90, ge=1, le=3600, description="A running job's lease; its agent renews it while alive."
     )
     routing_policy: Literal["cost", "coverage", "least_loaded", "random"] = Field(
         "cost", description="How a job's queue is chosen (DESIGN §6)."
@@ -187,6 +203,18 @@ class Settings(BaseSettings):
         False,
         description="Development only: let model, image and webhook URLs name loopback "
         "http servers. Never set in a deployment.",
+    )
+    shared_queue_url: str = Field(
+        "",
+        max_length=2048,
+        description="URL of the shared ring queue; empty: looked up by its name on first use.",
+    )
+    public_base_url: str = Field(
+        "",
+        max_length=2048,
+        pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$",
+        description="The API's base URL as clients see it, for links in responses; empty: "
+        "the request's own host (and stage).",
     )
 
     @field_validator("tiers", mode="before")
@@ -277,10 +305,18 @@ def env_var_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts)
 
 
+SettingsModel = TypeVar("SettingsModel", bound=Settings)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (``overrides`` win); raise SettingsError if bad."""
+    return read_settings(Settings, **overrides)
+
+
+def read_settings(model: type[SettingsModel], **overrides: Any) -> SettingsModel:
+    """Read a settings model (Settings or one extending it) like :func:`load_settings`."""
     try:
-        return Settings(**overrides)
+        return model(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -242,7 +242,7 @@ class MemoryJobStore:
                 )
                 return Claim(ClaimOutcome.CLAIMED, self._save(taken), reclaimed=True)
             if job.state is JobState.RUNNING:
-                return Claim(ClaimOutcome.DUPLICATE)
+                return Claim(ClaimOutcome.DUPLICATE, lease_until=job.lease_until)
             return Claim(ClaimOutcome.GONE)
 
     def _running_here(self, job_id: str, node_id: str, wanted: str) -> Job:
@@ -256,6 +256,10 @@ class MemoryJobStore:
             job = self._running_here(job_id, node_id, "its lease is not ours")
             job.lease_until = until
             return job.cancel_requested
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.m.lock:
+            return self._job(job_id).cancel_requested
 
     def record_progress(self, job_id: str, node_id: str, progress: dict[str, Any]) -> None:
         with self.m.lock:

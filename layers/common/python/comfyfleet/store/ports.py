@@ -43,7 +43,8 @@ class RouteGone(Exception):
 
 class ClaimOutcome(StrEnum):
     CLAIMED = "claimed"  # the job is ours: run it
-    DUPLICATE = "duplicate"  # another node holds it: delete this copy of the message
+    # Another node holds it: look again when its lease runs out (the holder may be dead).
+    DUPLICATE = "duplicate"
     GONE = "gone"  # cancelled, finished or unknown: delete the message
     DEFERRED = "deferred"  # its account runs all it may: leave the message for later
     EXHAUSTED = "exhausted"  # out of attempts: fail it
@@ -54,6 +55,7 @@ class Claim:
     outcome: ClaimOutcome
     job: Job | None = None
     reclaimed: bool = False  # taken over from a node whose lease expired
+    lease_until: float | None = None  # DUPLICATE: when the holder's lease runs out
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,10 @@ class JobStore(Protocol):
 
     def extend_lease(self, job_id: str, node_id: str, *, until: float) -> bool:
         """Renew a running job's lease; returns whether a cancel was requested."""
+        ...
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether the job's owner asked to cancel it (a light read, once a second)."""
         ...
 
     def record_progress(self, job_id: str, node_id: str, progress: dict[str, Any]) -> None: ...

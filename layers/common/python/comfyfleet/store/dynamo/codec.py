@@ -76,7 +76,7 @@ def unpack_workflow(blob: bytes) -> dict[str, Any]:
 
 _OPTIONAL_TEXT = ("webhook_url", "route", "node_id")
 _OPTIONAL_NUMBERS = ("lease_until", "started_at", "completed_at", "expires_at")
-_OPTIONAL_JSON = ("metadata", "progress", "outputs", "error")
+_OPTIONAL_JSON = ("metadata", "progress", "outputs", "error", "webhook")
 
 
 def job_to_item(job: Job) -> Item:
@@ -134,6 +134,7 @@ def job_from_item(item: Item) -> Job:
         outputs=get_json(item, "outputs"),
         error=get_json(item, "error"),
         expires_at=int(expires) if expires is not None else None,
+        webhook=get_json(item, "webhook"),
     )
 
 

@@ -308,7 +308,7 @@ class DynamoJobStore:
                 return Claim(ClaimOutcome.EXHAUSTED, job)
             return self._reclaim(message.job_id, node_id, now, lease_seconds, max_attempts)
         if state is JobState.RUNNING:
-            return Claim(ClaimOutcome.DUPLICATE)
+            return Claim(ClaimOutcome.DUPLICATE, lease_until=get_n(old, "lease_until"))
         return Claim(ClaimOutcome.GONE)
 
     def _reclaim(
@@ -362,6 +362,19 @@ class DynamoJobStore:
                 ) from None
             raise StorageError(f"extend lease failed: {error_code(exc)}") from exc
         return bool(attributes.get("cancel_requested", {}).get("BOOL"))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        item = call(
+            "read cancel request",
+            self.db.get_item,
+            TableName=self.jobs,
+            Key={"job_id": s(job_id)},
+            ProjectionExpression="cancel_requested",
+            ConsistentRead=True,
+        ).get("Item")
+        if item is None:
+            raise JobNotFound(job_id)
+        return bool(item.get("cancel_requested", {}).get("BOOL"))
 
     def record_progress(self, job_id: str, node_id: str, progress: dict[str, Any]) -> None:
         try:
