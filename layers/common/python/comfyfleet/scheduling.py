@@ -80,6 +80,11 @@ class CountersView:
             self._cache[account_id] = (now, counters)
         return counters
 
+    def forget(self, account_id: str) -> None:
+        """Drop what is known of the account (a change this process cannot count itself)."""
+        with self._lock:
+            self._cache.pop(account_id, None)
+
     def note(self, account_id: str, counters: Counters, now: float, *, fresh: bool) -> None:
         """Record counters this process learned (``fresh``: read now, else adjusted)."""
         with self._lock:
@@ -284,6 +289,8 @@ class Dispatcher:
         job = self.stores.jobs.cancel(job_id, now=self.clock.now())
         if job.state is JobState.CANCELLED:
             self.promote(job.account_id, share)
+            # Its queued count fell (and a promotion may have refilled the ring).
+            self.counters.forget(job.account_id)
         return job
 
 

@@ -1,0 +1,301 @@
+"""What the job routes do: submit (with validation and idempotency), read, list, cancel,
+preview, usage. HTTP stays in comfyfleet.api.routes; this module speaks the domain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from comfyfleet.api.context import Caller
+from comfyfleet.api.errors import (
+    InvalidWorkflow,
+    NotCancellable,
+    PayloadTooLarge,
+    ResourceNotFound,
+)
+from comfyfleet.api.idempotency import IdempotentSubmits
+from comfyfleet.api.inputs import (
+    check_idempotency_key,
+    check_metadata,
+    check_webhook_url,
+    is_job_id,
+)
+from comfyfleet.api.models import (
+    JobAccepted,
+    JobList,
+    JobSubmission,
+    JobView,
+    PreviewLink,
+    TemplateJobAccepted,
+    Usage,
+    UsageCounts,
+    UsageLimits,
+    iso,
+)
+from comfyfleet.api.objects import (
+    PREVIEW_LINK_SECONDS,
+    CatalogueCache,
+    ObjectStore,
+    latest_preview,
+)
+from comfyfleet.api.views import job_links, job_view
+from comfyfleet.clock import Clock
+from comfyfleet.domain import Counters, Job, JobState
+from comfyfleet.errors import JobNotFound, JobStateConflict
+from comfyfleet.scheduling import Admission, Dispatcher, JobRequest, job_of_account
+from comfyfleet.settings import Settings
+from comfyfleet.store import Stores
+from comfyfleet.templates import TemplateParams, render_template
+from comfyfleet.workflow import ErrorCode, validate_workflow
+from comfyfleet.workflow.validate import ValidationResult
+
+
+@dataclass(frozen=True)
+class Submitted:
+    accepted: JobAccepted
+    counters: Counters | None  # the account's after admission; None on a replay
+    replayed: bool
+
+
+class JobsService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        stores: Stores,
+        dispatcher: Dispatcher,
+        catalogue: CatalogueCache,
+        objects: ObjectStore,
+        idempotency: IdempotentSubmits,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.dispatcher = dispatcher
+        self.catalogue = catalogue
+        self.objects = objects
+        self.idempotency = idempotency
+        self.clock = clock
+
+    # -- submit -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        caller: Caller,
+        submission: JobSubmission,
+        *,
+        base_url: str,
+        idempotency_key: str | None = None,
+        lambda_context: Any = None,
+    ) -> Submitted:
+        """Validate a workflow and admit it: 202's body, or an ApiError/LimitExceeded."""
+        admitted: list[Counters] = []
+
+        def admit() -> dict[str, Any]:
+            check_metadata(submission.metadata)
+            if submission.webhook_url is not None:
+                check_webhook_url(
+                    submission.webhook_url, allow_local=self.settings.allow_local_urls
+                )
+            result = self._validate(submission.prompt, submission.models)
+            admission = self._admit(caller, submission.prompt, result, submission)
+            admitted.append(admission.counters)
+            return _accepted(admission, base_url).model_dump(mode="json", by_alias=True)
+
+        body = submission.model_dump(mode="json", exclude_none=True)
+        data, replayed = self._once(
+            caller, idempotency_key, "/v1/jobs", body, admit, lambda_context
+        )
+        return Submitted(JobAccepted.model_validate(data), _last(admitted), replayed)
+
+    def submit_template(
+        self,
+        caller: Caller,
+        name: str,
+        params: TemplateParams,
+        *,
+        base_url: str,
+        idempotency_key: str | None = None,
+        lambda_context: Any = None,
+    ) -> Submitted:
+        """Build the named template's graph and submit it; the seed comes back."""
+        admitted: list[Counters] = []
+
+        def admit() -> dict[str, Any]:
+            rendered = render_template(name, params)
+            result = self._validate(rendered.graph, None)
+            admission = self._admit(caller, rendered.graph, result, None)
+            admitted.append(admission.counters)
+            accepted = TemplateJobAccepted(
+                **_accepted(admission, base_url).model_dump(), seed=rendered.seed
+            )
+            return accepted.model_dump(mode="json", by_alias=True)
+
+        body = params.model_dump(mode="json", exclude_unset=True)
+        path = f"/v1/workflows/{name}"
+        data, replayed = self._once(caller, idempotency_key, path, body, admit, lambda_context)
+        return Submitted(TemplateJobAccepted.model_validate(data), _last(admitted), replayed)
+
+    def _validate(self, graph: Any, manifest: Any) -> ValidationResult:
+        result = validate_workflow(
+            graph, settings=self.settings, catalogue=self.catalogue.get(), manifest=manifest
+        )
+        if result.ok:
+            return result
+        errors = [error.to_dict() for error in result.errors]
+        if any(error.code is ErrorCode.TOO_LARGE for error in result.errors):
+            raise PayloadTooLarge(result.errors[0].message, errors)
+        raise InvalidWorkflow(
+            f"the workflow has {len(errors)} error{'s' if len(errors) != 1 else ''}", errors
+        )
+
+    def _admit(
+        self,
+        caller: Caller,
+        graph: dict[str, Any],
+        result: ValidationResult,
+        submission: JobSubmission | None,
+    ) -> Admission:
+        request = JobRequest(
+            workflow=graph,
+            models=[ref.to_dict() for ref in result.models],
+            webhook_url=submission.webhook_url if submission else None,
+            metadata=submission.metadata if submission else None,
+        )
+        return self.dispatcher.submit(caller.account_id, caller.tier, caller.limits, request)
+
+    def _once(
+        self,
+        caller: Caller,
+        key: str | None,
+        path: str,
+        body: dict[str, Any],
+        admit: Callable[[], dict[str, Any]],
+        lambda_context: Any,
+    ) -> tuple[dict[str, Any], bool]:
+        """Run ``admit`` — once per Idempotency-Key when one is given."""
+        if key is None:
+            return admit(), False
+        check_idempotency_key(key)
+        data, ran = self.idempotency.run(
+            account_id=caller.account_id,
+            key=key,
+            request={"path": path, "body": body},
+            submit=admit,
+            lambda_context=lambda_context,
+        )
+        return data, not ran
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def job(self, caller: Caller, job_id: str) -> Job:
+        """The caller's job; another account's (or a malformed id) is not found."""
+        if not is_job_id(job_id):
+            raise JobNotFound(job_id[:64])
+        return job_of_account(self.stores, job_id, caller.account_id)
+
+    def view(self, caller: Caller, job_id: str, *, base_url: str) -> JobView:
+        job = self.job(caller, job_id)
+        return job_view(job, base_url, self._positions(caller, [job]).get(job.job_id))
+
+    def list_jobs(
+        self,
+        caller: Caller,
+        *,
+        state: JobState | None,
+        limit: int,
+        cursor: str | None,
+        base_url: str,
+    ) -> JobList:
+        page = self.stores.jobs.list_for_account(
+            caller.account_id, state=state, limit=limit, cursor=cursor
+        )
+        positions = self._positions(caller, page.jobs)
+        return JobList(
+            jobs=[job_view(job, base_url, positions.get(job.job_id)) for job in page.jobs],
+            next_cursor=page.cursor,
+        )
+
+    def _positions(self, caller: Caller, jobs: list[Job]) -> dict[str, int]:
+        """Queue positions of queued jobs: 1 + the account's queued jobs ahead of each.
+
+        Jobs holding a ring slot are ahead of the backlog, in an order SQS decides; each
+        reports the ring's size (an upper bound). A backlog job's place is exact.
+        """
+        queued = [job for job in jobs if job.state is JobState.QUEUED]
+        if not queued:
+            return {}
+        counters = self.dispatcher.counters.get(caller.account_id, self.clock.now())
+        order: dict[str, int] = {}
+        if any(not job.in_ring for job in queued):
+            backlog = self.stores.jobs.backlog(caller.account_id, limit=caller.limits.queue_depth)
+            order = {entry.job_id: index for index, entry in enumerate(backlog)}
+        return {
+            job.job_id: (
+                max(1, counters.ring)
+                if job.in_ring
+                else counters.ring + order.get(job.job_id, len(order)) + 1
+            )
+            for job in queued
+        }
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def cancel(self, caller: Caller, job_id: str, *, base_url: str) -> JobView:
+        """Cancel a queued job now, a running one by request; 409 once it has ended."""
+        job = self.job(caller, job_id)
+        try:
+            cancelled = self.dispatcher.cancel(job.job_id, caller.limits.share)
+        except JobStateConflict as conflict:
+            state = conflict.state or job.state
+            raise NotCancellable(f"job {job.job_id} is {state} and cannot be cancelled") from None
+        return job_view(cancelled, base_url)
+
+    def preview(self, caller: Caller, job_id: str) -> PreviewLink:
+        """A short-lived link to the job's latest preview frame; 404 while there is none."""
+        job = self.job(caller, job_id)
+        bucket = self.settings.output_bucket_name
+        latest = latest_preview(self.objects, bucket, job.job_id)
+        if latest is None:
+            raise ResourceNotFound(f"job {job.job_id} has no preview (yet)")
+        url = self.objects.presign_get(bucket, latest.key, seconds=PREVIEW_LINK_SECONDS)
+        return PreviewLink(url=url, expires_in_seconds=PREVIEW_LINK_SECONDS)
+
+    def counters(self, caller: Caller) -> Counters:
+        """The caller's usage, read at most once a second per account and process."""
+        return self.dispatcher.counters.get(caller.account_id, self.clock.now())
+
+    def usage(self, caller: Caller) -> tuple[Usage, Counters]:
+        counters = self.counters(caller)
+        usage = Usage(
+            account_id=caller.account_id,
+            tier=caller.tier,
+            limits=UsageLimits(
+                requests_per_minute=caller.limits.requests_per_minute,
+                concurrency=caller.limits.concurrency,
+                queue_depth=caller.limits.queue_depth,
+            ),
+            current=UsageCounts(
+                requests_this_minute=counters.window_requests,
+                window_resets_at=iso(counters.window_reset) or "",
+                running=counters.running,
+                queued=counters.waiting,
+            ),
+        )
+        return usage, counters
+
+
+def _accepted(admission: Admission, base_url: str) -> JobAccepted:
+    job = admission.job
+    return JobAccepted(
+        job_id=job.job_id,
+        queue_position=admission.queue_position,
+        estimated_wait_seconds=admission.estimated_wait_seconds,
+        created_at=iso(job.created_at) or "",
+        links=job_links(base_url, job.job_id),
+    )
+
+
+def _last(items: list[Counters]) -> Counters | None:
+    return items[-1] if items else None

@@ -1,0 +1,241 @@
+"""The routes: each parses its parameters (Powertools validates them against the models), calls
+a service and shapes the response. Authentication, scopes and errors are handled around them
+(comfyfleet.api.http)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+
+import comfyfleet
+from comfyfleet.api.jobs import Submitted
+from comfyfleet.api.models import (
+    AccountCreate,
+    AccountCreated,
+    Health,
+    JobAccepted,
+    JobList,
+    JobSubmission,
+    JobView,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyView,
+    NodeDrained,
+    NodeList,
+    NodeRemoved,
+    PreviewLink,
+    QueueList,
+    TemplateInfo,
+    TemplateJobAccepted,
+    TemplateList,
+    Usage,
+    iso,
+)
+from comfyfleet.domain import JobState
+from comfyfleet.templates import TEMPLATES, Template
+
+if TYPE_CHECKING:
+    from comfyfleet.api.http import HttpApi
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Repeat a submit safely: the same key and body within 24 hours return the "
+        "same job; the same key with another body is 409 idempotency_conflict.",
+    ),
+]
+SUBMIT_ERRORS = (400, 401, 403, 409, 413, 429, 503)
+READ_ERRORS = (401, 403, 404, 503)
+
+
+def register_routes(api: HttpApi) -> None:
+    _register_public(api)
+    _register_jobs(api)
+    for template in TEMPLATES.values():
+        _register_template(api, template)
+    _register_admin(api)
+
+
+def _accepted(api: HttpApi, submitted: Submitted) -> Response[Any]:
+    scope = api.scope
+    scope.counters = submitted.counters
+    scope.replayed = submitted.replayed
+    return Response(
+        status_code=202,
+        content_type=content_types.APPLICATION_JSON,
+        body=submitted.accepted,
+    )
+
+
+def _register_public(api: HttpApi) -> None:
+    @api.route("GET", "/v1/health", tags=["meta"], summary="Liveness, version and time (no key)")
+    def health() -> Health:
+        return Health(version=comfyfleet.__version__, time=iso(api.jobs.clock.now()) or "")
+
+
+def _register_jobs(api: HttpApi) -> None:
+    jobs = api.jobs
+
+    @api.route(
+        "POST",
+        "/v1/jobs",
+        status_code=202,
+        errors=SUBMIT_ERRORS,
+        tags=["jobs"],
+        summary="Submit a workflow (ComfyUI API format)",
+    )
+    def submit_job(
+        submission: Annotated[JobSubmission, Body()],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[JobAccepted]:
+        scope = api.scope
+        submitted = jobs.submit(
+            api.caller,
+            submission,
+            base_url=scope.base_url,
+            idempotency_key=idempotency_key,
+            lambda_context=scope.lambda_context,
+        )
+        return _accepted(api, submitted)
+
+    @api.route("GET", "/v1/jobs", errors=(400, *READ_ERRORS), tags=["jobs"], summary="Your jobs")
+    def list_jobs(
+        status: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(max_length=256)] = None,
+    ) -> JobList:
+        return jobs.list_jobs(
+            api.caller, state=status, limit=limit, cursor=cursor, base_url=api.scope.base_url
+        )
+
+    @api.route("GET", "/v1/jobs/<job_id>", errors=READ_ERRORS, tags=["jobs"], summary="A job")
+    def get_job(job_id: str) -> JobView:
+        return jobs.view(api.caller, job_id, base_url=api.scope.base_url)
+
+    def cancel(job_id: str) -> JobView:
+        return jobs.cancel(api.caller, job_id, base_url=api.scope.base_url)
+
+    options: dict[str, Any] = {"errors": (409, *READ_ERRORS), "tags": ["jobs"]}
+
+    @api.route("POST", "/v1/jobs/<job_id>/cancel", summary="Cancel a job", **options)
+    def cancel_job(job_id: str) -> JobView:
+        return cancel(job_id)
+
+    @api.route("DELETE", "/v1/jobs/<job_id>", summary="Cancel a job (as POST …/cancel)", **options)
+    def delete_job(job_id: str) -> JobView:
+        return cancel(job_id)
+
+    @api.route(
+        "GET",
+        "/v1/jobs/<job_id>/preview",
+        status_code=302,
+        errors=READ_ERRORS,
+        tags=["jobs"],
+        summary="Redirect to the latest preview frame (a link valid for 60 s)",
+    )
+    def job_preview(job_id: str) -> Response[PreviewLink]:
+        link = jobs.preview(api.caller, job_id)
+        return Response(
+            status_code=302,
+            content_type=content_types.APPLICATION_JSON,
+            body=link,
+            headers={"Location": link.url, "Cache-Control": "no-store"},
+        )
+
+    @api.route("GET", "/v1/usage", errors=READ_ERRORS, tags=["account"], summary="Limits and use")
+    def usage() -> Usage:
+        body, counters = jobs.usage(api.caller)
+        api.scope.counters = counters
+        return body
+
+    @api.route("GET", "/v1/workflows", errors=READ_ERRORS, tags=["workflows"], summary="Templates")
+    def list_templates() -> TemplateList:
+        return TemplateList(
+            workflows=[
+                TemplateInfo(name=t.name, description=t.description, parameters=t.schema())
+                for t in TEMPLATES.values()
+            ]
+        )
+
+
+def _register_template(api: HttpApi, template: Template) -> None:
+    name = template.name
+
+    def submit_template(params: Any, idempotency_key: str | None = None) -> Any:
+        scope = api.scope
+        submitted = api.jobs.submit_template(
+            api.caller,
+            name,
+            params,
+            base_url=scope.base_url,
+            idempotency_key=idempotency_key,
+            lambda_context=scope.lambda_context,
+        )
+        return _accepted(api, submitted)
+
+    # The body's model differs per template; Powertools reads it from the annotations.
+    submit_template.__annotations__ = {
+        "params": Annotated[template.params, Body()],
+        "idempotency_key": IdempotencyKey,
+        "return": Response[TemplateJobAccepted],
+    }
+    submit_template.__name__ = submit_template.__qualname__ = f"submit_{name}"
+    api.route(
+        "POST",
+        f"/v1/workflows/{name}",
+        status_code=202,
+        errors=SUBMIT_ERRORS,
+        tags=["workflows"],
+        summary=f"Submit {template.description}",
+        operation_id=f"submit_{name}",
+    )(submit_template)
+
+
+def _register_admin(api: HttpApi) -> None:
+    admin = api.admin
+    tags = ["admin"]
+    errors = (400, 401, 403, 404, 503)
+
+    @api.route("POST", "/v1/admin/accounts", status_code=201, errors=errors, tags=tags)
+    def create_account(request: Annotated[AccountCreate, Body()]) -> Response[AccountCreated]:
+        body = admin.create_account(request)
+        return Response(201, content_types.APPLICATION_JSON, body)
+
+    @api.route(
+        "POST",
+        "/v1/admin/keys",
+        status_code=201,
+        errors=errors,
+        tags=tags,
+        summary="Create an API key (its value is shown this once)",
+    )
+    def create_key(request: Annotated[KeyCreate, Body()]) -> Response[KeyCreated]:
+        return Response(201, content_types.APPLICATION_JSON, admin.create_key(request))
+
+    @api.route("GET", "/v1/admin/keys", errors=errors, tags=tags, summary="An account's keys")
+    def list_keys(account_id: Annotated[str, Query(min_length=1, max_length=64)]) -> KeyList:
+        return admin.keys(account_id)
+
+    @api.route("DELETE", "/v1/admin/keys/<key_id>", errors=errors, tags=tags, summary="Revoke")
+    def revoke_key(key_id: str) -> KeyView:
+        return admin.revoke_key(key_id)
+
+    @api.route("GET", "/v1/admin/nodes", errors=errors, tags=tags, summary="GPU nodes")
+    def list_nodes() -> NodeList:
+        return admin.nodes()
+
+    @api.route("POST", "/v1/admin/nodes/<node_id>/drain", errors=errors, tags=tags)
+    def drain_node(node_id: str) -> NodeDrained:
+        return admin.drain(node_id)
+
+    @api.route("DELETE", "/v1/admin/nodes/<node_id>", errors=errors, tags=tags)
+    def remove_node(node_id: str) -> NodeRemoved:
+        return admin.remove(node_id)
+
+    @api.route("GET", "/v1/admin/queues", errors=errors, tags=tags, summary="Queue depths, ages")
+    def list_queues() -> QueueList:
+        return admin.queues()
