@@ -145,6 +145,12 @@ def cmd_fakecomfy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from gpu_agent.main import main as run_agent
+
+    return run_agent()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="comfyfleet", description="Run ComfyUI workflows on a fleet of GPU machines."
@@ -191,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--previews", action="store_true", help="send preview frames (--preview-method)"
     )
     fakecomfy.set_defaults(handler=cmd_fakecomfy)
+
+    agent = commands.add_parser(
+        "agent", help="run the GPU agent beside ComfyUI (configured by COMFYFLEET_ variables)"
+    )
+    agent.set_defaults(handler=cmd_agent)
     return parser
 
 

@@ -1,0 +1,7 @@
+"""``python -m gpu_agent``: run the agent beside ComfyUI."""
+
+import sys
+
+from gpu_agent.main import main
+
+sys.exit(main())

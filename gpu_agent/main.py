@@ -1,0 +1,133 @@
+"""Build an agent from settings and run it until SIGTERM (``comfyfleet agent``)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from comfyfleet.aws import client
+from comfyfleet.clock import Clock, SystemClock
+from comfyfleet.netguard import OutboundClient
+from comfyfleet.queues import SqsJobQueues
+from comfyfleet.resources import MODEL_MIRROR_PREFIX, SHARED_QUEUE
+from comfyfleet.scheduling import Dispatcher
+from comfyfleet.settings import read_settings
+from comfyfleet.store import Stores
+from comfyfleet.store.dynamo import dynamo_stores
+from comfyfleet.store.ports import ModelRecord
+from comfyfleet.workflow import ModelRef, normalise_url
+from gpu_agent.agent import Agent
+from gpu_agent.cache import ModelCache
+from gpu_agent.comfy import ComfyClient
+from gpu_agent.identity import node_id as find_node_id
+from gpu_agent.identity import spot_interruption_notice
+from gpu_agent.mirror import ModelMirror, mirror_client
+from gpu_agent.origin import OriginDownloader
+from gpu_agent.outputs import OutputPublisher
+from gpu_agent.runner import JobRunner, StopSignal
+from gpu_agent.settings import AgentSettings
+from gpu_agent.sources import ModelSources, Source
+
+logger = logging.getLogger("gpu_agent")
+
+
+@dataclass
+class Parts:
+    """Everything an agent is made of, for shutdown."""
+
+    agent: Agent
+    sources: ModelSources
+    cache: ModelCache
+    http: OutboundClient
+
+
+def build(
+    settings: AgentSettings,
+    *,
+    stores: Stores | None = None,
+    queues: Any = None,
+    s3: Any = None,
+    clock: Clock | None = None,
+    node_queue_url: str | None = None,
+    on_ec2: bool = True,
+) -> Parts:
+    """An agent wired to AWS (or to the stores, queues and S3 client given, for tests)."""
+    clock = clock or SystemClock()
+    stores = stores or dynamo_stores(settings)
+    sqs = SqsJobQueues(client("sqs"))
+    queues = queues or sqs
+    s3 = s3 or client("s3")
+    node = find_node_id(settings.node_id) if on_ec2 else (settings.node_id or "local")
+    shared_url = settings.shared_queue_url or sqs.queue_url(SHARED_QUEUE.name(settings))
+    if node_queue_url is None:
+        node_queue_url = sqs.create_node_queue(settings, node)
+    http = OutboundClient(allow_loopback=settings.allow_local_urls)
+
+    def remember(ref: ModelRef, size: int, sha256: str | None, source: Source) -> None:
+        # The catalogue of sizes and hashes: routing's estimates, later nodes' checks.
+        mirror_key = f"{MODEL_MIRROR_PREFIX}{ref.key}"
+        stores.models.put(
+            ModelRecord(ref.key, normalise_url(ref.url), size, sha256, ref.folder, mirror_key)
+        )
+
+    sources = ModelSources(
+        OriginDownloader(http, max_bytes=settings.max_model_bytes),
+        ModelMirror(mirror_client(), settings.model_bucket_name),
+        on_fetched=remember,
+    )
+    cache = ModelCache(
+        settings.cache_dir,
+        settings.cache_budget_bytes,
+        settings.comfy_root,
+        sources,
+        clock=clock.now,
+    )
+    comfy = ComfyClient(settings.comfy_url, client_id=f"comfyfleet-{node}")
+    dispatcher = Dispatcher(stores, queues, settings, clock, shared_url=shared_url)
+    outputs = OutputPublisher(
+        s3,
+        settings.output_bucket_name,
+        comfy,
+        cdn_domain=settings.cdn_domain,
+        link_seconds=settings.output_link_seconds,
+    )
+    stop = StopSignal()
+    runner = JobRunner(settings, dispatcher, queues, comfy, cache, outputs, s3, node, clock, stop)
+    agent = Agent(
+        settings,
+        node_id=node,
+        node_queue_url=node_queue_url,
+        dispatcher=dispatcher,
+        queues=queues,
+        comfy=comfy,
+        cache=cache,
+        runner=runner,
+        s3=s3,
+        clock=clock,
+        stop=stop,
+        spot_notice=spot_interruption_notice if on_ec2 else None,
+    )
+    return Parts(agent, sources, cache, http)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    parts = build(read_settings(AgentSettings))
+    signal.signal(signal.SIGTERM, lambda *_: parts.agent.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: parts.agent.request_stop())
+    try:
+        parts.agent.start()
+        parts.agent.run_forever()
+    finally:
+        parts.agent.shutdown()
+        parts.sources.close()
+        parts.cache.close()
+        parts.http.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

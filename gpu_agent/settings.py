@@ -1,0 +1,65 @@
+"""The agent's settings: the deployment's, plus where ComfyUI and the cache are.
+
+Same environment prefix (``COMFYFLEET_``); docs/settings.md lists every field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from comfyfleet.settings import GiB, Settings
+
+
+class AgentSettings(Settings):
+    comfy_url: str = Field(
+        "http://127.0.0.1:8188", description="The ComfyUI server this agent drives."
+    )
+    comfy_root: Path = Field(
+        Path("/opt/ComfyUI"),
+        description="ComfyUI's folder: models are linked into models/<folder>, images into input/.",
+    )
+    comfy_output_dir: Path | None = Field(
+        None, description="ComfyUI's output folder, for clean-up (default <comfy_root>/output)."
+    )
+    cache_dir: Path = Field(Path("/var/cache/comfyfleet"), description="The model cache.")
+    cache_budget_bytes: int = Field(64 * GiB, gt=0, description="Bytes the model cache may hold.")
+    max_model_bytes: int = Field(64 * GiB, gt=0, description="Largest model file downloaded.")
+    node_id: str = Field(
+        "", description="This node's id; empty: the EC2 instance id (IMDSv2), else the host name."
+    )
+    shared_queue_url: str = Field(
+        "", description="The shared queue's URL; empty: looked up by its name."
+    )
+    receive_wait_seconds: int = Field(
+        10, ge=0, le=20, description="Long poll of the shared queue when the node queue is empty."
+    )
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often the node registry and a running job's lease renew."
+    )
+    drain_grace_seconds: int = Field(
+        120, ge=0, description="On SIGTERM or a spot notice, how long the current job may finish."
+    )
+    comfy_start_timeout_seconds: int = Field(
+        900, gt=0, description="How long to wait for ComfyUI to come up at start."
+    )
+    cdn_domain: str = Field(
+        "", description="CloudFront domain for output links; empty: presigned S3 links."
+    )
+    output_link_seconds: int = Field(
+        7 * 86400, gt=0, le=7 * 86400, description="Life of a presigned output link."
+    )
+    include_temp_outputs: bool = Field(
+        False, description="Also upload PreviewImage's temp files as outputs."
+    )
+    preview_interval_seconds: float = Field(
+        2.0, gt=0, description="At most one preview upload per this many seconds."
+    )
+    progress_interval_seconds: float = Field(
+        1.0, gt=0, description="At most one progress write per this many seconds."
+    )
+
+    @property
+    def output_dir(self) -> Path:
+        return self.comfy_output_dir or self.comfy_root / "output"
