@@ -14,7 +14,7 @@ $(INSTALLED): pyproject.toml
 		|| { echo "comfyfleet needs Python >= 3.11 (set PYTHON=...)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,agent,cdk]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,agent,cdk,cli]'
 	@touch $(INSTALLED)
 
 lint: $(INSTALLED)

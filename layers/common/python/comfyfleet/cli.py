@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         "agent", help="run the GPU agent beside ComfyUI (configured by COMFYFLEET_ variables)"
     )
     agent.set_defaults(handler=cmd_agent)
+
+    from comfyfleet.cli_client import add_client_commands
+    from comfyfleet.dev.command import add_dev_command
+
+    add_dev_command(commands)
+    add_client_commands(commands)
     return parser
 
 

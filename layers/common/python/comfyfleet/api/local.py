@@ -9,7 +9,9 @@ the deployment configures (functions/authorizer/README.md): 401 ``unauthorized``
 ``forbidden`` in this API's error shape. A handler that raises is a 502, as API Gateway
 answers. The fuzz tests use it, and the dev stack's HTTP front (``comfyfleet dev``).
 
-Authorizer results are not cached here (API Gateway caches them per key for the TTL).
+Like API Gateway, the gateway can cache the authorizer's answers for ``authorizer_ttl``
+seconds per identity source (the key headers), so a revoked key keeps working until its
+answer expires; refusals are not cached. The default, 0, calls the authorizer every time.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ Pairs = Mapping[str, str] | Iterable[tuple[str, str]]
 # of one process must not overlap.
 _HANDLER_LOCK = threading.Lock()
 LAMBDA_TIMEOUT_MILLIS = 29_000
+_IDENTITY_HEADERS = ("authorization", "x-api-key")
+_MAX_CACHED_ANSWERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class LocalGateway:
         account: str = "000000000000",
         region: str = "us-east-1",
         public_paths: frozenset[str] = PUBLIC_PATHS,
+        authorizer_ttl: float = 0.0,
     ) -> None:
         self.api = api
         self.authorizer = authorizer
@@ -85,6 +90,9 @@ class LocalGateway:
         self.account = account
         self.region = region
         self.public_paths = public_paths
+        self.authorizer_ttl = authorizer_ttl
+        self._answers: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self._answers_lock = threading.Lock()
 
     def request(
         self,
@@ -173,18 +181,22 @@ class LocalGateway:
             "requestContext": context,
         }
         request_id = context["requestId"]
-        with _HANDLER_LOCK:
-            try:
-                answer = self.authorizer(authorizer_event, LocalLambdaContext())
-            except Exception as exc:
-                if str(exc) == "Unauthorized":
-                    return unauthorized_response(request_id)
-                return _error_response(  # AUTHORIZER_FAILURE
-                    503,
-                    "storage_unavailable",
-                    "authorization is unavailable; retry shortly",
-                    request_id,
-                )
+        identity = _identity(event["headers"])
+        answer = self._cached_answer(identity)
+        if answer is None:
+            with _HANDLER_LOCK:
+                try:
+                    answer = self.authorizer(authorizer_event, LocalLambdaContext())
+                except Exception as exc:
+                    if str(exc) == "Unauthorized":
+                        return unauthorized_response(request_id)
+                    return _error_response(  # AUTHORIZER_FAILURE
+                        503,
+                        "storage_unavailable",
+                        "authorization is unavailable; retry shortly",
+                        request_id,
+                    )
+            self._remember_answer(identity, answer)
         if not _allows(answer, method_arn):
             return forbidden_response(request_id)
         authorizer = dict(answer.get("context") or {})
@@ -192,6 +204,32 @@ class LocalGateway:
         authorizer["integrationLatency"] = 0
         context["authorizer"] = authorizer
         return None
+
+    def _cached_answer(self, identity: tuple[str, ...]) -> Any:
+        if self.authorizer_ttl <= 0:
+            return None
+        with self._answers_lock:
+            found = self._answers.get(identity)
+        if found is None or found[0] <= time.monotonic():
+            return None
+        return found[1]
+
+    def _remember_answer(self, identity: tuple[str, ...], answer: Any) -> None:
+        if self.authorizer_ttl <= 0 or not isinstance(answer, Mapping):
+            return
+        now = time.monotonic()
+        with self._answers_lock:
+            if len(self._answers) >= _MAX_CACHED_ANSWERS:  # keep the cache bounded
+                self._answers = {k: v for k, v in self._answers.items() if v[0] > now}
+                if len(self._answers) >= _MAX_CACHED_ANSWERS:
+                    self._answers.clear()
+            self._answers[identity] = (now + self.authorizer_ttl, answer)
+
+
+def _identity(headers: Mapping[str, str] | None) -> tuple[str, ...]:
+    """The identity source the answer is cached under: the key headers' values."""
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    return tuple(lowered.get(name, "") for name in _IDENTITY_HEADERS)
 
 
 def unauthorized_response(request_id: str) -> LocalResponse:

@@ -1,0 +1,410 @@
+"""The Python client of comfyfleet's HTTP API.
+
+    client = Client("http://127.0.0.1:8080", "sk_live_…")
+    job = client.submit(workflow)                       # a ComfyUI API-format graph
+    done = client.wait(job["job_id"], on_progress=print)
+    for url in done["outputs"]["images"]: ...
+
+Responses are the API's JSON objects, as documented at ``/doc``. Every 4xx becomes an
+:class:`ApiError` subclass chosen by the error's stable ``code`` (then by status), so callers
+catch ``QueueFull`` or ``InvalidWorkflow`` rather than parse messages. A 429 is retried after
+its ``Retry-After`` (``max_retries`` times), as is a 503 of a read; then it is raised.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+
+JSON = dict[str, Any]
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+DEFAULT_TIMEOUT = 30.0
+MAX_RETRY_AFTER = 60.0  # never sleep longer than this on one Retry-After
+
+
+class ApiError(Exception):
+    """An error answer of the API: status, stable code, message, details, request id."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Any = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.request_id = request_id
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ApiError):
+    """400: the request is wrong; ``details`` says where."""
+
+
+class InvalidRequest(BadRequest):
+    pass
+
+
+class MalformedJson(BadRequest):
+    pass
+
+
+class InvalidWorkflow(BadRequest):
+    """``details`` lists each problem as {code, node_id, input, message}."""
+
+
+class InvalidCursor(BadRequest):
+    pass
+
+
+class Unauthorized(ApiError):
+    """401: no valid key."""
+
+
+class Forbidden(ApiError):
+    """403: the key lacks the scope for this route."""
+
+
+class NotFound(ApiError):
+    """404: no such job (or not yours), key, node or route."""
+
+
+class Conflict(ApiError):
+    """409."""
+
+
+class NotCancellable(Conflict):
+    pass
+
+
+class JobStateConflict(Conflict):
+    pass
+
+
+class IdempotencyConflict(Conflict):
+    pass
+
+
+class PayloadTooLarge(ApiError):
+    """413: the workflow is over the size bound."""
+
+
+class RateLimited(ApiError):
+    """429: over a limit; ``retry_after`` seconds until it may pass."""
+
+    @property
+    def retry_after(self) -> float:
+        return _retry_after(self.headers) or 1.0
+
+
+class RateLimitExceeded(RateLimited):
+    pass
+
+
+class QueueFull(RateLimited):
+    pass
+
+
+class ServerError(ApiError):
+    """5xx."""
+
+
+class StorageUnavailable(ServerError):
+    pass
+
+
+class ConnectionFailed(Exception):
+    """The API could not be reached."""
+
+
+class JobTimeout(TimeoutError):
+    """wait() gave up before the job ended; ``job`` is its last state."""
+
+    def __init__(self, job: JSON) -> None:
+        super().__init__(f"job {job.get('job_id')} is still {job.get('status')}")
+        self.job = job
+
+
+_BY_CODE: dict[str, type[ApiError]] = {
+    "invalid_request": InvalidRequest,
+    "malformed_json": MalformedJson,
+    "invalid_workflow": InvalidWorkflow,
+    "invalid_cursor": InvalidCursor,
+    "unauthorized": Unauthorized,
+    "forbidden": Forbidden,
+    "not_found": NotFound,
+    "not_cancellable": NotCancellable,
+    "job_state_conflict": JobStateConflict,
+    "idempotency_conflict": IdempotencyConflict,
+    "payload_too_large": PayloadTooLarge,
+    "rate_limit_exceeded": RateLimitExceeded,
+    "queue_full": QueueFull,
+    "storage_unavailable": StorageUnavailable,
+}
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    429: RateLimited,
+}
+
+
+def error_for(response: requests.Response) -> ApiError:
+    """The typed exception of an error response."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):  # a gateway's own answer: {"message": …} or none
+        message = body.get("message") if isinstance(body, dict) else None
+        error = {"code": "http_" + str(response.status_code), "message": message or response.reason}
+    code = str(error.get("code") or "")
+    kind = _BY_CODE.get(code) or _BY_STATUS.get(response.status_code)
+    if kind is None:
+        kind = ServerError if response.status_code >= 500 else ApiError
+    return kind(
+        response.status_code,
+        code,
+        str(error.get("message") or ""),
+        details=error.get("details"),
+        request_id=error.get("request_id"),
+        headers=response.headers,
+    )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def is_request_body(document: Any) -> bool:
+    """A ``POST /v1/jobs`` body ({prompt, …}) rather than a bare graph."""
+    return (
+        isinstance(document, dict)
+        and isinstance(document.get("prompt"), dict)
+        and "class_type" not in document["prompt"]
+    )
+
+
+class Client:
+    """One API key against one deployment (or the dev stack)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = 3,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.session = session or requests.Session()
+        self.sleep = sleep
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport --------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> JSON:
+        """One API call; the decoded JSON answer, or a typed ApiError."""
+        sent = {"Accept": "application/json", **(headers or {})}
+        if self.api_key:
+            sent["Authorization"] = f"Bearer {self.api_key}"
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            sent["Content-Type"] = "application/json"
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(
+                    method,
+                    self.api_url + path,
+                    data=data,
+                    params=query,
+                    headers=sent,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                raise ConnectionFailed(f"{method} {self.api_url}{path}: {exc}") from None
+            if response.status_code < 400:
+                return response.json() if response.content else {}
+            error = error_for(response)
+            wait = _retry_after(response.headers)
+            retryable = response.status_code == 429 or (
+                response.status_code == 503 and method == "GET"
+            )
+            if not retryable or wait is None or attempt >= self.max_retries:
+                raise error
+            attempt += 1
+            self.sleep(min(wait, MAX_RETRY_AFTER))
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        workflow: Mapping[str, Any],
+        *,
+        webhook_url: str | None = None,
+        models: list[Mapping[str, Any]] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSON:
+        """Submit a ComfyUI API-format graph (or a whole ``POST /v1/jobs`` body)."""
+        body: dict[str, Any] = (
+            dict(workflow) if is_request_body(workflow) else {"prompt": dict(workflow)}
+        )
+        for name, value in (("webhook_url", webhook_url), ("models", models)):
+            if value is not None:
+                body[name] = value
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.request("POST", "/v1/jobs", body=body, headers=headers)
+
+    def submit_template(
+        self, name: str, *, idempotency_key: str | None = None, **params: Any
+    ) -> JSON:
+        """Submit a job built by a server-side template (sd15, sdxl, flux)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.request("POST", f"/v1/workflows/{name}", body=params, headers=headers)
+
+    def get(self, job_id: str) -> JSON:
+        return self.request("GET", f"/v1/jobs/{job_id}")
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[JSON], None] | None = None,
+        initial_interval: float = 0.2,
+        max_interval: float = 2.0,
+    ) -> JSON:
+        """Poll until the job ends; the final job. Polls back off from ``initial_interval``
+        to ``max_interval``, and start over whenever the job changes. ``on_progress`` gets
+        every state polled. Raises JobTimeout after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = initial_interval
+        last: Any = None
+        while True:
+            job = self.get(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.get("status") in TERMINAL:
+                return job
+            seen = (job.get("status"), job.get("progress"), job.get("queue_position"))
+            interval = initial_interval if seen != last else min(max_interval, interval * 1.5)
+            last = seen
+            if deadline is not None and time.monotonic() + interval > deadline:
+                raise JobTimeout(job)
+            self.sleep(interval)
+
+    def cancel(self, job_id: str) -> JSON:
+        return self.request("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def list(
+        self, *, status: str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> JSON:
+        """One page of your jobs, newest first: {jobs, next_cursor}."""
+        return self.request(
+            "GET", "/v1/jobs", params={"status": status, "limit": limit, "cursor": cursor}
+        )
+
+    def iter_jobs(self, *, status: str | None = None, page_size: int = 50) -> Iterator[JSON]:
+        """Every job of yours, following the cursor."""
+        cursor = None
+        while True:
+            page = self.list(status=status, limit=page_size, cursor=cursor)
+            yield from page.get("jobs", [])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def usage(self) -> JSON:
+        return self.request("GET", "/v1/usage")
+
+    def health(self) -> JSON:
+        return self.request("GET", "/v1/health")
+
+    def download(self, url: str, path: Path) -> Path:
+        """Fetch an output link (presigned or CDN: no API key is sent) to ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with requests.get(url, stream=True, timeout=self.timeout) as response:
+                response.raise_for_status()
+                with path.open("wb") as out:
+                    for chunk in response.iter_content(1 << 16):
+                        out.write(chunk)
+        except requests.RequestException as exc:
+            raise ConnectionFailed(f"GET {url.split('?')[0]}: {exc}") from None
+        return path
+
+    # -- admin (a key with the admin scope) ---------------------------------------------------
+
+    def create_account(self, *, tier: str = "free", name: str = "") -> JSON:
+        """A new account: {account_id, tier, name, webhook_secret, created_at}."""
+        return self.request("POST", "/v1/admin/accounts", body={"tier": tier, "name": name})
+
+    def create_key(
+        self, account_id: str, *, scopes: tuple[str, ...] = ("jobs",), name: str = ""
+    ) -> JSON:
+        """A new key; its ``api_key`` is in this answer only."""
+        body = {"account_id": account_id, "scopes": list(scopes), "name": name}
+        return self.request("POST", "/v1/admin/keys", body=body)
+
+    def list_keys(self, account_id: str) -> JSON:
+        return self.request("GET", "/v1/admin/keys", params={"account_id": account_id})
+
+    def revoke_key(self, key_id: str) -> JSON:
+        return self.request("DELETE", f"/v1/admin/keys/{key_id}")
+
+    def nodes(self) -> JSON:
+        return self.request("GET", "/v1/admin/nodes")
+
+    def drain_node(self, node_id: str) -> JSON:
+        return self.request("POST", f"/v1/admin/nodes/{node_id}/drain")
+
+    def queues(self) -> JSON:
+        return self.request("GET", "/v1/admin/queues")

@@ -1,0 +1,363 @@
+"""``comfyfleet dev``: the whole system on one machine (DESIGN §11).
+
+In this process: moto's server (the AWS endpoint, every resource provisioned), the HTTP
+front playing API Gateway before the real api and authorizer functions, the webhooks
+function fed from its SQS queue and the reaper on a timer. As child processes: one agent per
+ComfyUI, each with its own cache, and a fakecomfy per agent unless real ComfyUI servers are
+given. The handlers and the agents find AWS through boto3's ``AWS_ENDPOINT_URL`` and read
+their settings from ``COMFYFLEET_*`` variables, as they do in a deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from comfyfleet.api.local import LocalGateway
+from comfyfleet.dev.front import HttpFront
+from comfyfleet.dev.functions import LocalFunction, ScheduledInvoker, SqsEventSource
+from comfyfleet.dev.local_aws import LocalAws
+from comfyfleet.dev.processes import ChildProcess, free_port, stop_all
+from comfyfleet.domain import Scope
+from comfyfleet.errors import NodeNotFound
+
+logger = logging.getLogger(__name__)
+
+REGION = "us-east-1"
+STATE_FILE = "dev.json"
+ADMIN_TIER = "enterprise"
+AUTHORIZER_TTL_SECONDS = 5.0  # API Gateway's is 300 s; short here so revoking shows quickly
+# Agent defaults that suit one machine; a COMFYFLEET_* variable already set wins.
+AGENT_DEFAULTS = {
+    "COMFYFLEET_RECEIVE_WAIT_SECONDS": "2",  # short long polls: a quick Ctrl-C
+    "COMFYFLEET_DRAIN_GRACE_SECONDS": "5",
+    "COMFYFLEET_CACHE_BUDGET_BYTES": str(20 * 1024**3),
+    "COMFYFLEET_HEARTBEAT_SECONDS": "2",
+}
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class ComfyTarget:
+    """A real ComfyUI the agent drives, and its folder (for the model symlinks)."""
+
+    url: str
+    root: Path
+
+    @classmethod
+    def parse(cls, text: str) -> ComfyTarget:
+        url, sep, root = text.strip().rpartition("@")
+        if not sep or not url.startswith(("http://", "https://")) or not root:
+            raise ValueError(
+                f"{text!r} is not URL@COMFY_ROOT (e.g. http://127.0.0.1:8188@/ComfyUI)"
+            )
+        return cls(url.rstrip("/"), Path(root).expanduser())
+
+
+@dataclass
+class DevOptions:
+    port: int = 8080
+    agents: int = 1
+    comfy: list[ComfyTarget] | None = None  # None: a fakecomfy per agent
+    state_dir: Path = Path(".comfyfleet")
+    allow_local_urls: bool = False
+    reaper_seconds: float = 10.0
+    step_seconds: float = 0.05  # fakecomfy's time per sampler step
+    verbose: bool = False
+    agent_start_timeout: float = 120.0
+
+
+@dataclass
+class AgentProcess:
+    node_id: str
+    comfy_url: str
+    comfy_root: Path
+    cache_dir: Path
+    process: ChildProcess
+    comfy: ChildProcess | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "pid": self.process.pid,
+            "comfy_url": self.comfy_url,
+            "comfy_pid": self.comfy.pid if self.comfy else None,
+            "comfy_root": str(self.comfy_root),
+            "cache_dir": str(self.cache_dir),
+            "log": str(self.process.log_path),
+        }
+
+
+@dataclass
+class DevStack:
+    options: DevOptions
+    aws: LocalAws | None = None
+    front: HttpFront | None = None
+    loops: list[SqsEventSource | ScheduledInvoker] = field(default_factory=list)
+    agents: list[AgentProcess] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    _reported_exits: set[str] = field(default_factory=set)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.options.state_dir.resolve()
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    # -- start ----------------------------------------------------------------------------------
+
+    def start(self) -> dict[str, Any]:
+        """Start every part, write dev.json and return its content."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.state_file.unlink(missing_ok=True)
+        self.aws = LocalAws().start()
+        _configure_environment(self.aws.url, self.options)
+        from comfyfleet.aws import client, reset_clients
+        from comfyfleet.resources import SHARED_QUEUE, WEBHOOKS_QUEUE, provision
+        from comfyfleet.settings import get_settings, load_settings
+
+        reset_clients()
+        get_settings.cache_clear()
+        settings = load_settings()
+        provisioned = provision(settings, endpoint_url=self.aws.url, region=REGION)
+        os.environ["COMFYFLEET_SHARED_QUEUE_URL"] = provisioned.queue_urls[SHARED_QUEUE.logical]
+
+        api, authorizer = LocalFunction("api"), LocalFunction("authorizer")
+        gateway = LocalGateway(api, authorizer, authorizer_ttl=AUTHORIZER_TTL_SECONDS)
+        self.front = HttpFront(gateway, port=self.options.port)
+        os.environ["COMFYFLEET_PUBLIC_BASE_URL"] = self.front.url
+        get_settings.cache_clear()
+        self.front.start()
+
+        sqs = client("sqs", endpoint_url=self.aws.url, region=REGION)
+        webhooks_url = provisioned.queue_urls[WEBHOOKS_QUEUE.logical]
+        webhooks_arn = sqs.get_queue_attributes(QueueUrl=webhooks_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self.loops = [
+            SqsEventSource(LocalFunction("webhooks"), sqs, webhooks_url, webhooks_arn),
+            ScheduledInvoker(
+                LocalFunction("reaper"), self.options.reaper_seconds, f"{settings.prefix}-reaper"
+            ),
+        ]
+        for loop in self.loops:
+            loop.start()
+
+        keys = self._bootstrap_accounts(settings)
+        self._start_agents()
+        self._wait_for_agents(settings)
+        self.info = {
+            "api_url": self.front.url,
+            **keys,
+            "moto_url": self.aws.url,
+            "shared_queue_url": provisioned.queue_urls[SHARED_QUEUE.logical],
+            "topic_arn": provisioned.topic_arn,
+            "state_dir": str(self.state_dir),
+            "pid": os.getpid(),
+            "absent_functions": [
+                loop.function.name for loop in self.loops if not loop.function.available()
+            ],
+            "agents": [agent.describe() for agent in self.agents],
+        }
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.info, indent=2) + "\n")
+        temporary.replace(self.state_file)  # whole or absent: launchers poll for it
+        return self.info
+
+    def _bootstrap_accounts(self, settings: Any) -> dict[str, str]:
+        """An operator account with an admin key, and one user account with a jobs key."""
+        from comfyfleet.store.dynamo import dynamo_stores
+
+        assert self.aws is not None
+        stores = dynamo_stores(settings, endpoint_url=self.aws.url, region=REGION)
+        now = time.time()
+        operator = stores.accounts.create(tier=ADMIN_TIER, name="operator", now=now)
+        _, admin_key = stores.keys.create(
+            operator.account_id, {Scope.ADMIN, Scope.JOBS}, name="dev admin", now=now
+        )
+        user = stores.accounts.create(tier=settings.default_tier, name="dev user", now=now)
+        _, user_key = stores.keys.create(user.account_id, {Scope.JOBS}, name="dev user", now=now)
+        return {
+            "admin_key": admin_key,
+            "user_key": user_key,
+            "account_id": user.account_id,
+            "webhook_secret": user.webhook_secret,
+            "admin_account_id": operator.account_id,
+        }
+
+    def _targets(self) -> list[ComfyTarget | None]:
+        if self.options.comfy:
+            return list(self.options.comfy)
+        return [None] * self.options.agents
+
+    def _start_agents(self) -> None:
+        base_env = {**AGENT_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}
+        for index, target in enumerate(self._targets(), start=1):
+            node_id = f"dev-node-{index}"
+            home = self.state_dir / "nodes" / node_id
+            comfy: ChildProcess | None = None
+            if target is None:
+                root = home / "comfyui"
+                port = free_port()
+                comfy = ChildProcess(
+                    f"fakecomfy-{index}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "comfyfleet.cli",
+                        "fakecomfy",
+                        "--port",
+                        str(port),
+                        "--root",
+                        str(root),
+                        "--step-seconds",
+                        str(self.options.step_seconds),
+                        "--previews",
+                    ],
+                    env=base_env,
+                    log_path=self.logs / f"fakecomfy-{index}.log",
+                )
+                target = ComfyTarget(f"http://127.0.0.1:{port}", root)
+            env = {
+                **base_env,
+                "COMFYFLEET_NODE_ID": node_id,
+                "COMFYFLEET_COMFY_URL": target.url,
+                "COMFYFLEET_COMFY_ROOT": str(target.root),
+                "COMFYFLEET_CACHE_DIR": str(home / "cache"),
+            }
+            agent = ChildProcess(
+                node_id,
+                [sys.executable, "-m", "gpu_agent"],
+                env=env,
+                log_path=self.logs / f"{node_id}.log",
+            )
+            self.agents.append(
+                AgentProcess(node_id, target.url, target.root, home / "cache", agent, comfy)
+            )
+
+    def _wait_for_agents(self, settings: Any) -> None:
+        """Until every agent has registered its node (or one has died: its log says why)."""
+        from comfyfleet.store.dynamo import dynamo_stores
+
+        assert self.aws is not None
+        nodes = dynamo_stores(settings, endpoint_url=self.aws.url, region=REGION).nodes
+        waiting = {agent.node_id: agent for agent in self.agents}
+        deadline = time.monotonic() + self.options.agent_start_timeout
+        while waiting:
+            for node_id, agent in list(waiting.items()):
+                for child in (agent.process, agent.comfy):
+                    if child is not None and not child.alive():
+                        raise StackError(
+                            f"{child.name} exited with code {child.popen.returncode}; "
+                            f"its log ({child.log_path}) ends:\n{child.log_tail()}"
+                        )
+                try:
+                    nodes.get(node_id)
+                    del waiting[node_id]
+                except NodeNotFound:
+                    pass
+            if waiting and time.monotonic() > deadline:
+                raise StackError(f"agents did not register in time: {', '.join(waiting)}")
+            time.sleep(0.1)
+
+    # -- while running ---------------------------------------------------------------------------
+
+    def check_children(self) -> list[str]:
+        """Names of children that exited since the last check (each reported once)."""
+        exited = []
+        for agent in self.agents:
+            for child in (agent.process, agent.comfy):
+                if child is None or child.alive() or child.name in self._reported_exits:
+                    continue
+                self._reported_exits.add(child.name)
+                exited.append(child.name)
+                logger.warning(
+                    "%s (pid %d) exited with code %s; log: %s",
+                    child.name,
+                    child.pid,
+                    child.popen.returncode,
+                    child.log_path,
+                )
+        return exited
+
+    # -- stop -----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything started, children first; safe to call more than once."""
+        stop_all([agent.process for agent in self.agents])
+        stop_all([agent.comfy for agent in self.agents if agent.comfy is not None], grace=5)
+        self.agents = []
+        for loop in self.loops:
+            loop.stop()
+        self.loops = []
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+        if self.aws is not None:
+            self.aws.stop()
+            self.aws = None
+        self.state_file.unlink(missing_ok=True)
+
+
+def _configure_environment(moto_url: str, options: DevOptions) -> None:
+    """Point boto3 (ours, the handlers', the agents') at moto, never at a real account."""
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": moto_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
+    )
+    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        os.environ.pop(name, None)
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO" if options.verbose else "WARNING")
+    if options.allow_local_urls:
+        os.environ["COMFYFLEET_ALLOW_LOCAL_URLS"] = "true"
+
+
+def banner(info: dict[str, Any]) -> str:
+    """What `comfyfleet dev` prints once it is up: where things are, commands to paste."""
+    api, key = info["api_url"], info["user_key"]
+    lines = [
+        "comfyfleet dev stack is up",
+        f"  API         {api}   (Swagger UI: {api}/doc)",
+        f"  AWS (moto)  {info['moto_url']}",
+    ]
+    for agent in info["agents"]:
+        node, pid, comfy = agent["node_id"], agent["pid"], agent["comfy_url"]
+        lines.append(f"  agent       {node} (pid {pid}) -> {comfy}")
+    for name in info.get("absent_functions") or []:
+        lines.append(f"  absent      functions/{name}/app.py: not run")
+    lines += [
+        f"  state       {info['state_dir']}/{STATE_FILE} (keys), logs in {info['state_dir']}/logs",
+        "",
+        "Try:",
+        "  comfyfleet submit examples/hello.json --wait --out out/",
+        "  comfyfleet ls",
+        f"  curl -s -H 'Authorization: Bearer {key}' {api}/v1/usage",
+        f"  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",
+        f'       -d "{{\\"prompt\\": $(cat examples/hello.json)}}" {api}/v1/jobs',
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
