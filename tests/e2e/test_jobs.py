@@ -112,9 +112,9 @@ def test_a_light_user_is_served_before_a_heavy_users_backlog(
 ) -> None:
     heavy, _ = new_user(admin)
     light, _ = new_user(admin)
-    # ~1 s each, so that the light user submits while the heavy user's first job runs.
-    heavy_jobs = [sd15(heavy, checkpoint_url, steps=20, seed=100 + i) for i in range(10)]
-    light_jobs = [sd15(light, checkpoint_url, steps=20, seed=200 + i) for i in range(2)]
+    # ~0.6 s of sampling each: the light user submits while the heavy user's first job runs.
+    heavy_jobs = [sd15(heavy, checkpoint_url, steps=12, seed=100 + i) for i in range(10)]
+    light_jobs = [sd15(light, checkpoint_url, steps=12, seed=200 + i) for i in range(2)]
 
     heavy_done = sorted(heavy.wait(j, timeout=90)["completed_at"] for j in heavy_jobs)
     light_done = [light.wait(j, timeout=90)["completed_at"] for j in light_jobs]

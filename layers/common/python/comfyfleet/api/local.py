@@ -82,6 +82,7 @@ class LocalGateway:
         region: str = "us-east-1",
         public_paths: frozenset[str] = PUBLIC_PATHS,
         authorizer_ttl: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
         self.authorizer = authorizer
@@ -91,6 +92,7 @@ class LocalGateway:
         self.region = region
         self.public_paths = public_paths
         self.authorizer_ttl = authorizer_ttl
+        self._monotonic = monotonic
         self._answers: dict[tuple[str, ...], tuple[float, Any]] = {}
         self._answers_lock = threading.Lock()
 
@@ -210,14 +212,14 @@ class LocalGateway:
             return None
         with self._answers_lock:
             found = self._answers.get(identity)
-        if found is None or found[0] <= time.monotonic():
+        if found is None or found[0] <= self._monotonic():
             return None
         return found[1]
 
     def _remember_answer(self, identity: tuple[str, ...], answer: Any) -> None:
         if self.authorizer_ttl <= 0 or not isinstance(answer, Mapping):
             return
-        now = time.monotonic()
+        now = self._monotonic()
         with self._answers_lock:
             if len(self._answers) >= _MAX_CACHED_ANSWERS:  # keep the cache bounded
                 self._answers = {k: v for k, v in self._answers.items() if v[0] > now}

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 from comfyfleet.api.local import LocalGateway
 
-logger = logging.getLogger(__name__)
+# Not under "comfyfleet": the handlers hand that logger tree to Powertools when they start.
+logger = logging.getLogger("devstack." + __name__.rsplit(".", 1)[-1])
 
 # API Gateway's payload limit: larger bodies are refused before any function runs.
 MAX_BODY_BYTES = 10 * 1024 * 1024

@@ -28,7 +28,8 @@ from typing import Any
 from comfyfleet.api.local import LocalLambdaContext
 from comfyfleet.errors import ComfyFleetError
 
-logger = logging.getLogger(__name__)
+# Not under "comfyfleet": the handlers hand that logger tree to Powertools when they start.
+logger = logging.getLogger("devstack." + __name__.rsplit(".", 1)[-1])
 
 ACCOUNT = "000000000000"
 BATCH_SIZE = 10  # the event source mapping's default for a standard queue

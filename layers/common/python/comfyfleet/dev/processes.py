@@ -20,7 +20,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+# Not under "comfyfleet": the handlers hand that logger tree to Powertools when they start.
+logger = logging.getLogger("devstack." + __name__.rsplit(".", 1)[-1])
 
 _PR_SET_PDEATHSIG = 1
 

@@ -27,7 +27,8 @@ from comfyfleet.dev.processes import ChildProcess, free_port, stop_all
 from comfyfleet.domain import Scope
 from comfyfleet.errors import NodeNotFound
 
-logger = logging.getLogger(__name__)
+# Not under "comfyfleet": the handlers hand that logger tree to Powertools when they start.
+logger = logging.getLogger("devstack." + __name__.rsplit(".", 1)[-1])
 
 REGION = "us-east-1"
 STATE_FILE = "dev.json"
@@ -299,8 +300,11 @@ class DevStack:
 
     def stop(self) -> None:
         """Stop everything started, children first; safe to call more than once."""
+        started = time.monotonic()
         stop_all([agent.process for agent in self.agents])
+        logger.info("agents stopped after %.1f s", time.monotonic() - started)
         stop_all([agent.comfy for agent in self.agents if agent.comfy is not None], grace=5)
+        logger.info("ComfyUI servers stopped after %.1f s", time.monotonic() - started)
         self.agents = []
         for loop in self.loops:
             loop.stop()
@@ -312,6 +316,7 @@ class DevStack:
             self.aws.stop()
             self.aws = None
         self.state_file.unlink(missing_ok=True)
+        logger.info("the dev stack stopped after %.1f s", time.monotonic() - started)
 
 
 def _configure_environment(moto_url: str, options: DevOptions) -> None:
