@@ -235,3 +235,26 @@ def memory_setup(settings: Settings) -> MemoryApi:
     api, authorizer, world = memory_api(settings)
     gateway = LocalGateway(api.handle, lambda event, _context: authorizer.authorize(event))
     return MemoryApi(api, world, gateway, ApiClient(gateway))
+
+
+def authorizer_event(
+    headers: Mapping[str, str] | None = None, *, method: str = "GET", path: str = "/v1/jobs"
+) -> dict[str, Any]:
+    """The event API Gateway sends a REQUEST authorizer (AWS's documented shape)."""
+    all_headers = {**REST_EVENT["headers"], **(headers or {})}
+    context = copy.deepcopy(REST_EVENT["requestContext"])
+    context.update(httpMethod=method, path=f"/prod{path}")
+    return {
+        "type": "REQUEST",
+        "methodArn": f"arn:aws:execute-api:us-east-1:123456789012:abc123/prod/{method}{path}",
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": context,
+    }

@@ -272,7 +272,9 @@ class HttpApi:
 
     def _no_route(self, method: str, path: str) -> ApiError:
         allowed = sorted({verb for verb, pattern in self._patterns if pattern.match(path)})
-        if allowed:
+        # A method the path allows yet no route took: a parameter holds characters that
+        # Powertools' route patterns refuse (control characters, quotes): no such resource.
+        if allowed and method not in allowed:
             return MethodNotAllowed(
                 f"{method} is not allowed here; use {', '.join(allowed)}",
                 headers={"Allow": ", ".join(allowed)},
