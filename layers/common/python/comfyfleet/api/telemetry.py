@@ -37,15 +37,19 @@ class PowertoolsSubmitMetrics:
         self.metrics.add_metric(name=SUBMIT_LATENCY, unit=MetricUnit.Milliseconds, value=latency_ms)
 
     def rejected(self, reason: str) -> None:
-        # Its own metric blob: the reason dimension must not apply to the others.
+        # Its own metric blob: the reason dimension must not apply to the others. The
+        # service dimension, which Metrics adds to its own blob, is added here by hand.
         from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+        dimensions = dict(self.metrics.default_dimensions)
+        if self.metrics.service:
+            dimensions.setdefault("service", self.metrics.service)
         with single_metric(
             name=JOBS_REJECTED,
             unit=MetricUnit.Count,
             value=1,
             namespace=NAMESPACE,
-            default_dimensions=self.metrics.default_dimensions,
+            default_dimensions=dimensions,
         ) as metric:
             metric.add_dimension(name=REASON, value=reason)
 
