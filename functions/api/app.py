@@ -34,7 +34,8 @@ def _build_app() -> Any:
     return api.handle
 
 
-_app = LazyHandler(lambda: traced(_build_app, SERVICE))
+# Only boto3's calls are traced: this function makes no other outbound calls.
+_app = LazyHandler(lambda: traced(_build_app, SERVICE, patch_modules=("botocore",)))
 
 
 @metrics.log_metrics

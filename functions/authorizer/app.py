@@ -28,7 +28,10 @@ def _build_authorizer() -> Any:
     return lambda event, _context: authorizer.authorize(event)
 
 
-_authorize = LazyHandler(lambda: traced(_build_authorizer, SERVICE))
+# Only boto3's calls are traced: this function makes no other outbound calls.
+_authorize = LazyHandler(
+    lambda: traced(_build_authorizer, SERVICE, patch_modules=("botocore",))
+)
 
 
 @logger.inject_lambda_context(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 Handler = Callable[[Any, Any], Any]
@@ -47,14 +47,20 @@ def tracing_enabled(environ: Mapping[str, str] = os.environ) -> bool:
     return in_lambda and disabled not in ("1", "true", "yes", "on")
 
 
-def traced(build: Callable[[], Handler], service: str) -> Handler:
-    """Build the handler, inside Tracer's capture_lambda_handler where tracing is on."""
+def traced(
+    build: Callable[[], Handler], service: str, *, patch_modules: Sequence[str] | None = None
+) -> Handler:
+    """Build the handler, inside Tracer's capture_lambda_handler where tracing is on.
+
+    ``patch_modules``: the libraries whose calls become X-Ray subsegments (Powertools'
+    default, None, patches every one it knows, ≈ 50 ms more of cold start than botocore's).
+    """
     if not tracing_enabled():
         return build()
     from aws_lambda_powertools.tracing import Tracer
 
     # Created before the handler's boto3 clients, so that its patching covers them.
-    tracer = Tracer(service=service)
+    tracer = Tracer(service=service, patch_modules=patch_modules)
     wrapped: Handler = tracer.capture_lambda_handler(build())
     return wrapped
 
