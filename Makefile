@@ -38,9 +38,11 @@ demo: $(INSTALLED)
 			print('   ok:', r['ok'], '| models:', ', '.join(m['folder'] + '/' + m['filename'] for m in r['models']))" \
 			out/$$name.validation.json; \
 	done
+	@echo "== the whole system on this machine (comfyfleet dev): two jobs, their images in out/"
+	$(BIN)/python -m comfyfleet.dev.demo --out out
 
 bench: $(INSTALLED)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out cdk.out
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out cdk.out .comfyfleet

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,6 @@ def follow(client: Client, job_ids: Iterable[str], *, out: Path | None = None) -
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     except ImportError:  # the cli extra is not installed: plain lines
         return [_finish(client, client.wait(i, on_progress=_plain_progress), out) for i in ids]
-    finals: list[JSON] = []
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -89,17 +89,22 @@ def follow(client: Client, job_ids: Iterable[str], *, out: Path | None = None) -
         TimeElapsedColumn(),
     )
     with Progress(*columns) as progress:
-        for job_id in ids:
-            task = progress.add_task(job_id, total=100, status="queued")
+        tasks = {job_id: progress.add_task(job_id, total=100, status="queued") for job_id in ids}
 
-            def show(job: JSON, task: Any = task) -> None:
+        def follow_one(job_id: str) -> JSON:
+            task = tasks[job_id]
+
+            def show(job: JSON) -> None:
                 status = str(job.get("status"))
-                done = _percent(job)
                 if status == "queued" and job.get("queue_position"):
                     status = f"queued (#{job['queue_position']})"
-                progress.update(task, completed=done, status=status)
+                progress.update(task, completed=_percent(job), status=status)
 
-            finals.append(client.wait(job_id, on_progress=show))
+            return client.wait(job_id, on_progress=show)
+
+        # One poller per job, so every bar moves at once (rich's Progress is thread-safe).
+        with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
+            finals = list(pool.map(follow_one, ids))
     return [_finish(client, job, out) for job in finals]
 
 
