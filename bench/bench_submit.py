@@ -16,6 +16,7 @@ from bench.common import Figure, Timing
 from comfyfleet.aws import client, reset_clients
 from comfyfleet.clock import SystemClock
 from comfyfleet.domain import Limits
+from comfyfleet.events import MemoryJobEvents
 from comfyfleet.queues import SqsJobQueues
 from comfyfleet.resources import JOBS, provision
 from comfyfleet.scheduling import Dispatcher, JobRequest
@@ -101,6 +102,7 @@ def _batch(
         settings,
         SystemClock(),
         shared_url=provisioned.queue_urls["shared"],
+        events=MemoryJobEvents(),
     )
     accounts = [
         stores.accounts.create(tier="pro", name="", now=time.time()).account_id

@@ -10,6 +10,7 @@ from typing import Any
 
 from comfyfleet.aws import client
 from comfyfleet.clock import Clock, SystemClock
+from comfyfleet.events import JobEvents, SnsJobEvents
 from comfyfleet.netguard import OutboundClient
 from comfyfleet.queues import SqsJobQueues
 from comfyfleet.resources import MODEL_MIRROR_PREFIX, SHARED_QUEUE
@@ -53,8 +54,9 @@ def build(
     clock: Clock | None = None,
     node_queue_url: str | None = None,
     on_ec2: bool = True,
+    events: JobEvents | None = None,
 ) -> Parts:
-    """An agent wired to AWS (or to the stores, queues and S3 client given, for tests)."""
+    """An agent wired to AWS (or to the stores, queues, S3 client and events given)."""
     clock = clock or SystemClock()
     stores = stores or dynamo_stores(settings)
     sqs = SqsJobQueues(client("sqs"))
@@ -86,7 +88,8 @@ def build(
         clock=clock.now,
     )
     comfy = ComfyClient(settings.comfy_url, client_id=f"comfyfleet-{node}")
-    dispatcher = Dispatcher(stores, queues, settings, clock, shared_url=shared_url)
+    events = events or SnsJobEvents(client("sns"), settings)
+    dispatcher = Dispatcher(stores, queues, settings, clock, shared_url=shared_url, events=events)
     outputs = OutputPublisher(
         s3,
         settings.output_bucket_name,

@@ -12,6 +12,7 @@ import pytest
 from comfyfleet.clock import SystemClock
 from comfyfleet.domain import Account, JobState, Limits, Scope
 from comfyfleet.errors import JobNotFound, JobStateConflict, LimitExceeded
+from comfyfleet.events import MemoryJobEvents
 from comfyfleet.queues import SqsJobQueues
 from comfyfleet.resources import Provisioned
 from comfyfleet.scheduling import Dispatcher, JobRequest, job_of_account
@@ -47,7 +48,12 @@ def dispatcher(
     dynamo: Stores, sqs_queues: SqsJobQueues, aws: Provisioned, settings: Settings
 ) -> Dispatcher:
     return Dispatcher(
-        dynamo, sqs_queues, settings, SystemClock(), shared_url=aws.queue_urls["shared"]
+        dynamo,
+        sqs_queues,
+        settings,
+        SystemClock(),
+        shared_url=aws.queue_urls["shared"],
+        events=MemoryJobEvents(),
     )
 
 

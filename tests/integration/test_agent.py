@@ -17,6 +17,7 @@ from PIL import Image
 from comfyfleet.aws import client
 from comfyfleet.clock import SystemClock
 from comfyfleet.domain import Job, JobState, Limits, NodeStatus
+from comfyfleet.events import MemoryJobEvents
 from comfyfleet.queues import SqsJobQueues
 from comfyfleet.resources import CATALOGUE_KEY, Provisioned, output_key
 from comfyfleet.scheduling import Dispatcher, JobRequest
@@ -123,6 +124,7 @@ def dispatcher(dynamo: Stores, aws: Provisioned, settings: Settings) -> Dispatch
         settings,
         SystemClock(),
         shared_url=aws.queue_urls["shared"],
+        events=MemoryJobEvents(),
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from comfyfleet.clock import SystemClock
 from comfyfleet.domain import JobState
+from comfyfleet.events import MemoryJobEvents
 from comfyfleet.queues import JobQueues, SqsJobQueues
 from comfyfleet.resources import Provisioned
 from comfyfleet.scheduling import Dispatcher, JobRequest
@@ -45,7 +46,12 @@ def dispatcher(
     dynamo: Stores, sqs_queues: SqsJobQueues, aws: Provisioned, settings: Settings
 ) -> Dispatcher:
     return Dispatcher(
-        dynamo, sqs_queues, settings, SystemClock(), shared_url=aws.queue_urls["shared"]
+        dynamo,
+        sqs_queues,
+        settings,
+        SystemClock(),
+        shared_url=aws.queue_urls["shared"],
+        events=MemoryJobEvents(),
     )
 
 

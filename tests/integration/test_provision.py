@@ -14,6 +14,7 @@ from comfyfleet.clock import SystemClock
 from comfyfleet.dev.local_aws import LocalAws
 from comfyfleet.domain import Limits
 from comfyfleet.errors import LimitExceeded
+from comfyfleet.events import MemoryJobEvents
 from comfyfleet.queues import SqsJobQueues
 from comfyfleet.resources import JOBS, TABLES, provision
 from comfyfleet.scheduling import Dispatcher, JobRequest
@@ -40,7 +41,8 @@ def test_provision_creates_every_resource_and_is_idempotent(
     db = client("dynamodb", endpoint_url=local_aws.url, region=REGION)
     assert {t.name(settings) for t in TABLES} <= set(db.list_tables()["TableNames"])
     jobs = db.describe_table(TableName=JOBS.name(settings))["Table"]
-    assert {i["IndexName"] for i in jobs["GlobalSecondaryIndexes"]} == {"by_account", "backlog"}
+    indexes = {i["IndexName"] for i in jobs["GlobalSecondaryIndexes"]}
+    assert {"by_account", "backlog", "pending_events"} <= indexes
     ttl = db.describe_time_to_live(TableName=JOBS.name(settings))["TimeToLiveDescription"]
     assert ttl["AttributeName"] == "expires_at"
 
@@ -79,7 +81,12 @@ def test_concurrent_submits_through_the_server_respect_the_limit(
     stores = dynamo_stores(settings, endpoint_url=local_aws.url, region=REGION)
     queues = SqsJobQueues(client("sqs", endpoint_url=local_aws.url, region=REGION))
     dispatcher = Dispatcher(
-        stores, queues, settings, SystemClock(), shared_url=provisioned.queue_urls["shared"]
+        stores,
+        queues,
+        settings,
+        SystemClock(),
+        shared_url=provisioned.queue_urls["shared"],
+        events=MemoryJobEvents(),
     )
     account = stores.accounts.create(tier="free", name="", now=SystemClock().now())
     limits = Limits(requests_per_minute=6, concurrency=2, queue_depth=50, ring_slots=2)

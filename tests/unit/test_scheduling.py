@@ -9,6 +9,7 @@ import pytest
 from comfyfleet.clock import FakeClock
 from comfyfleet.domain import Counters, JobState, Limits, NodeInfo, NodeStatus, RingMessage
 from comfyfleet.errors import LimitExceeded, StorageError
+from comfyfleet.events import MemoryJobEvents
 from comfyfleet.queues import MemoryQueues
 from comfyfleet.scheduling import Dispatcher, JobRequest
 from comfyfleet.settings import Settings
@@ -50,7 +51,7 @@ def queues(clock: FakeClock) -> MemoryQueues:
 def dispatcher(
     stores: Stores, queues: MemoryQueues, settings: Settings, clock: FakeClock
 ) -> Dispatcher:
-    return Dispatcher(stores, queues, settings, clock, shared_url=SHARED)
+    return Dispatcher(stores, queues, settings, clock, shared_url=SHARED, events=MemoryJobEvents())
 
 
 def account(stores: Stores, clock: FakeClock) -> str:
@@ -81,6 +82,7 @@ def test_counters_are_read_at_most_once_a_second_per_account(
         settings,
         clock,
         shared_url=SHARED,
+        events=MemoryJobEvents(),
     )
     acct = account(stores, clock)
 
@@ -178,7 +180,9 @@ def test_a_failed_send_keeps_the_job_admitted_for_the_reaper(
         ) -> None:
             raise StorageError("send message failed: timeout")
 
-    dispatcher = Dispatcher(stores, Unreachable(clock.now), settings, clock, shared_url=SHARED)
+    dispatcher = Dispatcher(
+        stores, Unreachable(clock.now), settings, clock, shared_url=SHARED, events=MemoryJobEvents()
+    )
     acct = account(stores, clock)
 
     admission = dispatcher.submit(acct, "free", FREE, REQUEST)

@@ -86,6 +86,9 @@ class Account:
     limit_overrides: dict[str, Any] = field(default_factory=dict)
     webhook_url: str | None = None
     webhook_secret: str = ""
+    # After a rotation the old secret still signs until then (comfyfleet.webhooks).
+    previous_webhook_secret: str | None = None
+    previous_secret_expires_at: float | None = None
 
     def limits(self, settings: Settings) -> Limits:
         return Limits.of(settings.tier(self.tier), self.limit_overrides)
@@ -131,6 +134,9 @@ class Job:
     expires_at: int | None = None
     # Delivery of its terminal event, {state, attempts}, as the webhooks function records it.
     webhook: dict[str, Any] | None = None
+    # Set by the terminal write, cleared once its event is published: a process that died in
+    # between leaves it set, and the reaper publishes the event (comfyfleet.events).
+    event_pending: bool = False
 
     @property
     def execution_time_ms(self) -> int | None:

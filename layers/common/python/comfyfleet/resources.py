@@ -24,7 +24,12 @@ QUEUE_VISIBILITY_SECONDS = 60
 # Receives before SQS moves a ring message to the DLQ: attempts are capped by the job's own
 # counter (max_attempts); this only catches messages that keep failing before any claim.
 RING_MAX_RECEIVES = 10
-WEBHOOK_MAX_RECEIVES = 30
+# Webhook attempts: the first at once, then retries 90 s doubling up to 12 h apart
+# (comfyfleet.delivery.retry_delay), the last about 24.8 h after the first; then the DLQ.
+WEBHOOK_MAX_RECEIVES = 11
+# The webhooks function POSTs for up to 30 s per event; AWS asks for a queue visibility of
+# six times the function's timeout (one minute) so a slow batch is not received twice.
+WEBHOOK_VISIBILITY_SECONDS = 360
 MESSAGE_RETENTION_SECONDS = 4 * 24 * 3600
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 
@@ -81,6 +86,13 @@ JOBS = Table(
             projection="INCLUDE",
             include=("account_id", "models", "tier"),
         ),
+        # Ended jobs whose event is not published yet carry event_pending; sparse and small.
+        Index(
+            "pending_events",
+            Attribute("event_pending"),
+            Attribute("completed_at", "N"),
+            projection="KEYS_ONLY",
+        ),
     ),
     ttl_attribute="expires_at",
     point_in_time_recovery=True,
@@ -109,7 +121,11 @@ SHARED_DLQ = Queue("shared-dlq", fifo=True)
 SHARED_QUEUE = Queue("shared", fifo=True, dlq_logical="shared-dlq")
 WEBHOOKS_DLQ = Queue("webhooks-dlq", fifo=False)
 WEBHOOKS_QUEUE = Queue(
-    "webhooks", fifo=False, dlq_logical="webhooks-dlq", max_receives=WEBHOOK_MAX_RECEIVES
+    "webhooks",
+    fifo=False,
+    dlq_logical="webhooks-dlq",
+    max_receives=WEBHOOK_MAX_RECEIVES,
+    attributes={"VisibilityTimeout": str(WEBHOOK_VISIBILITY_SECONDS)},
 )
 QUEUES = (SHARED_DLQ, SHARED_QUEUE, WEBHOOKS_DLQ, WEBHOOKS_QUEUE)
 

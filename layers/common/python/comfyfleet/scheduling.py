@@ -30,6 +30,7 @@ from comfyfleet.domain import (
     RingShare,
 )
 from comfyfleet.errors import JobNotFound, JobStateConflict, LimitExceeded, StorageError
+from comfyfleet.events import REPUBLISH_AFTER_SECONDS, EventOutbox, JobEvents
 from comfyfleet.ids import new_job_id
 from comfyfleet.queues import JobQueues
 from comfyfleet.router import ModelNeed, NodeSnapshot, Route, route_job
@@ -104,9 +105,13 @@ class Dispatcher:
         clock: Clock,
         *,
         shared_url: str,
+        events: JobEvents,
         snapshot: NodeSnapshot | None = None,
     ) -> None:
         self.stores = stores
+        # Every terminal transition below publishes its job's event exactly once through this.
+        self.events = events
+        self.outbox = EventOutbox(stores.jobs, events)
         self.queues = queues
         self.settings = settings
         self.clock = clock
@@ -262,6 +267,8 @@ class Dispatcher:
             lease_seconds=self.settings.lease_seconds,
             max_attempts=self.settings.max_attempts,
         )
+        if claim.outcome is ClaimOutcome.EXHAUSTED and claim.job and claim.job.state.terminal:
+            self.outbox.ended(claim.job)  # it failed max_attempts_exceeded just now
         if claim.outcome in (ClaimOutcome.CLAIMED, ClaimOutcome.EXHAUSTED):
             self.promote(message.account_id, message.share)
         return claim
@@ -280,6 +287,7 @@ class Dispatcher:
         done = self.stores.jobs.finish(
             job.job_id, node_id, state, now=self.clock.now(), outputs=outputs, error=error
         )
+        done = self.outbox.ended(done)
         self.promote(job.account_id, share)
         return done
 
@@ -288,10 +296,40 @@ class Dispatcher:
         a running one by request (its agent interrupts ComfyUI)."""
         job = self.stores.jobs.cancel(job_id, now=self.clock.now())
         if job.state is JobState.CANCELLED:
+            job = self.outbox.ended(job)
             self.promote(job.account_id, share)
             # Its queued count fell (and a promotion may have refilled the ring).
             self.counters.forget(job.account_id)
         return job
+
+    # -- the reaper's transitions ------------------------------------------------------------
+
+    def fail_queued(self, job_id: str, error: dict[str, Any], share: RingShare) -> Job:
+        """Fail a queued job (its message dead-lettered), publish its event, refill the
+        ring. JobStateConflict if it is no longer queued (running it twice changes nothing)."""
+        job = self.stores.jobs.fail_queued(job_id, error, now=self.clock.now())
+        job = self.outbox.ended(job)
+        self.promote(job.account_id, share)
+        self.counters.forget(job.account_id)
+        return job
+
+    def requeue_expired(self, job_id: str, share: RingShare) -> Job:
+        """A running job whose lease expired: queued again for a new attempt, or failed
+        ``max_attempts_exceeded`` (then its event is published and the ring refilled)."""
+        job = self.stores.jobs.requeue_expired(
+            job_id, now=self.clock.now(), max_attempts=self.settings.max_attempts
+        )
+        if job.state is JobState.FAILED:
+            job = self.outbox.ended(job)
+            self.promote(job.account_id, share)
+        return job
+
+    def republish_pending(
+        self, *, older_than: float = REPUBLISH_AFTER_SECONDS, limit: int = 100
+    ) -> int:
+        """Publish the events a process failed to publish after ending their jobs (jobs
+        ended over ``older_than`` seconds ago with event_pending set); returns the count."""
+        return self.outbox.republish(ended_before=self.clock.now() - older_than, limit=limit)
 
 
 def _has_room(counters: Counters, limits: Limits) -> bool:

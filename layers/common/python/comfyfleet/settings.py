@@ -216,6 +216,18 @@ class Settings(BaseSettings):
         description="The API's base URL as clients see it, for links in responses; empty: "
         "the request's own host (and stage).",
     )
+    events_topic_arn: str = Field(
+        "",
+        max_length=256,
+        description="ARN of the job-events SNS topic; empty: looked up by its name on first use.",
+    )
+    webhook_secret_grace_seconds: int = Field(
+        86400,
+        ge=0,
+        le=30 * 86400,
+        description="After a webhook secret rotation, how long the old secret still signs "
+        "(beside the new one).",
+    )
 
     @field_validator("tiers", mode="before")
     @classmethod

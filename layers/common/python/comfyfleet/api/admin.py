@@ -18,6 +18,7 @@ from comfyfleet.api.models import (
     NodeRemoved,
     QueueList,
     QueueView,
+    WebhookSecretRotated,
     iso,
 )
 from comfyfleet.api.queue_stats import QueueInspector, QueueRef
@@ -28,6 +29,7 @@ from comfyfleet.errors import AccountNotFound, KeyNotFound, NodeNotFound
 from comfyfleet.scheduling import Dispatcher
 from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
+from comfyfleet.webhooks import rotated
 
 
 class AdminService:
@@ -70,6 +72,21 @@ class AdminService:
         if not is_account_id(account_id):
             raise AccountNotFound(account_id[:64])
         return self.stores.accounts.get(account_id).account_id
+
+    def rotate_webhook_secret(self, account_id: str) -> WebhookSecretRotated:
+        """A new signing secret; the old one signs beside it for the configured grace."""
+        account = self.stores.accounts.get(self._account_id(account_id))
+        account = rotated(
+            account,
+            now=self.clock.now(),
+            grace_seconds=self.settings.webhook_secret_grace_seconds,
+        )
+        self.stores.accounts.update(account)
+        return WebhookSecretRotated(
+            account_id=account.account_id,
+            webhook_secret=account.webhook_secret,
+            previous_secret_expires_at=iso(account.previous_secret_expires_at),
+        )
 
     def create_key(self, request: KeyCreate) -> KeyCreated:
         """A new key for an account; its plaintext is in this response only."""

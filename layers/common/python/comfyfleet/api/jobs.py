@@ -31,6 +31,7 @@ from comfyfleet.api.models import (
     Usage,
     UsageCounts,
     UsageLimits,
+    WebhookReplayed,
     iso,
 )
 from comfyfleet.api.objects import (
@@ -43,6 +44,7 @@ from comfyfleet.api.views import job_links, job_view
 from comfyfleet.clock import Clock
 from comfyfleet.domain import Counters, Job, JobState
 from comfyfleet.errors import JobNotFound, JobStateConflict
+from comfyfleet.events import job_event
 from comfyfleet.scheduling import Admission, Dispatcher, JobRequest, job_of_account
 from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
@@ -251,6 +253,20 @@ class JobsService:
             state = conflict.state or job.state
             raise NotCancellable(f"job {job.job_id} is {state} and cannot be cancelled") from None
         return job_view(cancelled, base_url)
+
+    def replay_webhook(self, caller: Caller, job_id: str) -> WebhookReplayed:
+        """Publish the ended job's event again, with its first id (receivers deduplicate on
+        it); its delivery starts over. 409 while the job has not ended."""
+        job = self.job(caller, job_id)
+        if not job.state.terminal:
+            raise JobStateConflict(job.job_id, job.state, "only an ended job's event is replayed")
+        delivery = dict(job.webhook or {})
+        replays = delivery.get("replays")
+        delivery.update(state="pending", replays=(replays if isinstance(replays, int) else 0) + 1)
+        self.stores.jobs.record_delivery(job.job_id, delivery)
+        self.dispatcher.events.publish(job)
+        event = job_event(job)
+        return WebhookReplayed(job_id=job.job_id, event_id=event["id"], type=event["type"])
 
     def preview(self, caller: Caller, job_id: str) -> PreviewLink:
         """A short-lived link to the job's latest preview frame; 404 while there is none."""

@@ -178,6 +178,13 @@ class PreviewLink(BaseModel):
     expires_in_seconds: int
 
 
+class WebhookReplayed(BaseModel):
+    job_id: str
+    event_id: str = Field(description="The same id as the first delivery (webhook-id).")
+    type: str = Field(description="job.completed, job.failed or job.cancelled")
+    state: Literal["pending"] = "pending"
+
+
 # -- account -------------------------------------------------------------------------------------
 
 
@@ -231,6 +238,14 @@ class AccountCreated(BaseModel):
     name: str
     webhook_secret: str = Field(description="Signs this account's webhooks (Standard Webhooks).")
     created_at: str
+
+
+class WebhookSecretRotated(BaseModel):
+    account_id: str
+    webhook_secret: str = Field(description="The new secret; shown in this response only.")
+    previous_secret_expires_at: str | None = Field(
+        None, description="Until then the old secret signs too (both signatures are sent)."
+    )
 
 
 class KeyCreate(_Strict):

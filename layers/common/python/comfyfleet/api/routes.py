@@ -32,6 +32,8 @@ from comfyfleet.api.models import (
     TemplateJobAccepted,
     TemplateList,
     Usage,
+    WebhookReplayed,
+    WebhookSecretRotated,
     iso,
 )
 from comfyfleet.domain import JobState
@@ -146,6 +148,18 @@ def _register_jobs(api: HttpApi) -> None:
             headers={"Location": link.url, "Cache-Control": "no-store"},
         )
 
+    @api.route(
+        "POST",
+        "/v1/jobs/<job_id>/webhook/replay",
+        status_code=202,
+        errors=(409, *READ_ERRORS),
+        tags=["jobs"],
+        summary="Send an ended job's webhook again (same event id)",
+    )
+    def replay_webhook(job_id: str) -> Response[WebhookReplayed]:
+        body = jobs.replay_webhook(api.caller, job_id)
+        return Response(202, content_types.APPLICATION_JSON, body)
+
     @api.route("GET", "/v1/usage", errors=READ_ERRORS, tags=["account"], summary="Limits and use")
     def usage() -> Usage:
         body, counters = jobs.usage(api.caller)
@@ -204,6 +218,16 @@ def _register_admin(api: HttpApi) -> None:
     def create_account(request: Annotated[AccountCreate, Body()]) -> Response[AccountCreated]:
         body = admin.create_account(request)
         return Response(201, content_types.APPLICATION_JSON, body)
+
+    @api.route(
+        "POST",
+        "/v1/admin/accounts/<account_id>/webhook-secret/rotate",
+        errors=errors,
+        tags=tags,
+        summary="New webhook secret; the old one signs too for a grace period",
+    )
+    def rotate_webhook_secret(account_id: str) -> WebhookSecretRotated:
+        return admin.rotate_webhook_secret(account_id)
 
     @api.route(
         "POST",

@@ -24,6 +24,7 @@ from comfyfleet.api.queue_stats import (
 from comfyfleet.api.telemetry import RecordedMetrics, SubmitMetrics
 from comfyfleet.clock import Clock, FakeClock, SystemClock
 from comfyfleet.errors import StorageError
+from comfyfleet.events import JobEvents, MemoryJobEvents, SnsJobEvents
 from comfyfleet.queues import JobQueues, MemoryQueues, SqsJobQueues
 from comfyfleet.resources import (
     IDEMPOTENCY,
@@ -56,10 +57,11 @@ def build_api(
     fixed_queues: Callable[[], Sequence[QueueRef]],
     idempotency: Any,
     metrics: SubmitMetrics,
+    events: JobEvents,
     clock: Clock,
 ) -> HttpApi:
     """The API over the given ports (``idempotency``: a Powertools persistence layer)."""
-    dispatcher = Dispatcher(stores, queues, settings, clock, shared_url=shared_url)
+    dispatcher = Dispatcher(stores, queues, settings, clock, shared_url=shared_url, events=events)
     jobs = JobsService(
         settings=settings,
         stores=stores,
@@ -115,6 +117,7 @@ def aws_api(
             boto3_client=client("dynamodb", endpoint_url=endpoint_url, region=region),
         ),
         metrics=metrics,
+        events=SnsJobEvents(client("sns", endpoint_url=endpoint_url, region=region), settings),
         clock=clock or SystemClock(),
     )
 
@@ -158,6 +161,7 @@ class MemoryWorld:
     metrics: RecordedMetrics
     idempotency: MemoryPersistenceLayer
     shared_url: str
+    events: MemoryJobEvents
 
 
 def memory_api(
@@ -177,6 +181,7 @@ def memory_api(
         metrics=RecordedMetrics(),
         idempotency=MemoryPersistenceLayer(),
         shared_url=f"memory://{SHARED_QUEUE.name(settings)}",
+        events=MemoryJobEvents(),
     )
     fixed = [
         QueueRef(q.name(settings), _KINDS[q.logical], f"memory://{q.name(settings)}")
@@ -192,6 +197,7 @@ def memory_api(
         fixed_queues=lambda: fixed,
         idempotency=world.idempotency,
         metrics=world.metrics,
+        events=world.events,
         clock=clock,
     )
     return api, KeyAuthorizer(stores.keys, stores.accounts, settings), world

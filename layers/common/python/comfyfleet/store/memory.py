@@ -289,6 +289,7 @@ class MemoryJobStore:
                     error=error,
                     lease_until=None,
                     expires_at=int(now) + self.retention,
+                    event_pending=True,
                 )
             )
 
@@ -327,6 +328,7 @@ class MemoryJobStore:
                     lease_until=None,
                     progress=None,
                     expires_at=int(now) + self.retention,
+                    event_pending=True,
                 )
             )
 
@@ -363,8 +365,31 @@ class MemoryJobStore:
                 completed_at=now,
                 error=error,
                 expires_at=int(now) + self.retention,
+                event_pending=True,
             )
         )
+
+    def clear_event_pending(self, job_id: str) -> None:
+        with self.m.lock:
+            job = self.m.jobs.get(job_id)
+            if job is not None:
+                job.event_pending = False
+
+    def pending_events(self, *, ended_before: float, limit: int) -> list[str]:
+        with self.m.lock:
+            pending = sorted(
+                (
+                    j
+                    for j in self.m.jobs.values()
+                    if j.event_pending and (j.completed_at or 0) < ended_before
+                ),
+                key=lambda j: j.completed_at or 0,
+            )
+            return [j.job_id for j in pending[:limit]]
+
+    def record_delivery(self, job_id: str, delivery: dict[str, Any]) -> None:
+        with self.m.lock:
+            self._job(job_id).webhook = copy.deepcopy(delivery)
 
     def backlog(self, account_id: str, *, limit: int) -> list[BacklogEntry]:
         with self.m.lock:

@@ -165,6 +165,19 @@ class JobStore(Protocol):
         left the backlog meanwhile: another promoter took it, or it was cancelled)."""
         ...
 
+    # Every terminal write above also sets the job's event_pending (comfyfleet.events).
+    def clear_event_pending(self, job_id: str) -> None:
+        """The job's terminal event is published (idempotent)."""
+        ...
+
+    def pending_events(self, *, ended_before: float, limit: int) -> list[str]:
+        """Ids of jobs that ended before ``ended_before`` and whose event is unpublished."""
+        ...
+
+    def record_delivery(self, job_id: str, delivery: dict[str, Any]) -> None:
+        """Replace the job's webhook delivery state (JobNotFound if it is gone)."""
+        ...
+
 
 class LimitStore(Protocol):
     def counters(self, account_id: str, *, now: float) -> Counters: ...

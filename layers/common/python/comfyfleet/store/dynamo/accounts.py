@@ -38,6 +38,9 @@ def _account_item(account: Account) -> Item:
     }
     if account.webhook_url:
         item["webhook_url"] = s(account.webhook_url)
+    if account.previous_webhook_secret and account.previous_secret_expires_at is not None:
+        item["previous_webhook_secret"] = s(account.previous_webhook_secret)
+        item["previous_secret_expires_at"] = n(account.previous_secret_expires_at)
     return item
 
 
@@ -50,6 +53,8 @@ def _account_from(item: Item) -> Account:
         limit_overrides=get_json(item, "limit_overrides") or {},
         webhook_url=get_s(item, "webhook_url"),
         webhook_secret=get_s(item, "webhook_secret") or "",
+        previous_webhook_secret=get_s(item, "previous_webhook_secret"),
+        previous_secret_expires_at=get_n(item, "previous_secret_expires_at"),
     )
 
 

@@ -74,6 +74,8 @@ def unpack_workflow(blob: bytes) -> dict[str, Any]:
     return workflow
 
 
+# The one value of event_pending: the pending_events index is a single sparse partition.
+EVENT_PENDING = "1"
 _OPTIONAL_TEXT = ("webhook_url", "route", "node_id")
 _OPTIONAL_NUMBERS = ("lease_until", "started_at", "completed_at", "expires_at")
 _OPTIONAL_JSON = ("metadata", "progress", "outputs", "error", "webhook")
@@ -106,6 +108,8 @@ def job_to_item(job: Job) -> Item:
             item[name] = as_json(value)
     if job.state is JobState.QUEUED and not job.in_ring:
         item["backlog_account"] = s(job.account_id)  # the sparse backlog index's key
+    if job.event_pending:
+        item["event_pending"] = s(EVENT_PENDING)  # the sparse pending_events index's key
     return item
 
 
@@ -135,6 +139,7 @@ def job_from_item(item: Item) -> Job:
         error=get_json(item, "error"),
         expires_at=int(expires) if expires is not None else None,
         webhook=get_json(item, "webhook"),
+        event_pending="event_pending" in item,
     )
 
 

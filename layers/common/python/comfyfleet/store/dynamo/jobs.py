@@ -31,6 +31,7 @@ from comfyfleet.resources import JOBS, LIMITS, NODES
 from comfyfleet.settings import Settings
 from comfyfleet.store.dynamo import counters as c
 from comfyfleet.store.dynamo.codec import (
+    EVENT_PENDING,
     Item,
     as_json,
     call,
@@ -419,8 +420,10 @@ class DynamoJobStore:
             ":expires": n(int(now) + self.retention),
             ":running": s(JobState.RUNNING),
             ":node": s(node_id),
+            ":pending": s(EVENT_PENDING),
         }
         sets = "#state = :done, completed_at = :now, expires_at = :expires"
+        sets += ", event_pending = :pending"
         if outputs is not None:
             sets += ", outputs = :outputs"
             values[":outputs"] = as_json(outputs)
@@ -451,6 +454,7 @@ class DynamoJobStore:
             error=error,
             lease_until=None,
             expires_at=int(now) + self.retention,
+            event_pending=True,
         )
 
     def release(self, job_id: str, node_id: str, *, now: float) -> Job:
@@ -495,9 +499,10 @@ class DynamoJobStore:
             self._job_update(
                 job_id,
                 "SET #state = :failed, completed_at = :now, expires_at = :expires, "
-                "#error = :error REMOVE lease_until, progress",
+                "#error = :error, event_pending = :pending REMOVE lease_until, progress",
                 condition,
                 {
+                    ":pending": s(EVENT_PENDING),
                     ":failed": s(JobState.FAILED),
                     ":now": n(now),
                     ":running": s(JobState.RUNNING),
@@ -512,7 +517,15 @@ class DynamoJobStore:
             self._transact(items)
         except Cancelled as cancelled:
             raise self._conflict(job_id, cancelled.old(0), "its lease has not expired") from None
-        return replace(job, state=JobState.FAILED, completed_at=now, error=error, lease_until=None)
+        return replace(
+            job,
+            state=JobState.FAILED,
+            completed_at=now,
+            error=error,
+            lease_until=None,
+            expires_at=int(now) + self.retention,
+            event_pending=True,
+        )
 
     # -- cancel, fail, backlog ----------------------------------------------------------
 
@@ -561,8 +574,10 @@ class DynamoJobStore:
             ":queued": s(JobState.QUEUED),
             ":expires": n(int(now) + self.retention),
             ":in_ring": flag(job.in_ring),
+            ":pending": s(EVENT_PENDING),
         }
         sets = "#state = :end, completed_at = :now, expires_at = :expires"
+        sets += ", event_pending = :pending"
         names = None
         if error is not None:
             sets += ", #error = :error"
@@ -589,8 +604,55 @@ class DynamoJobStore:
         except Cancelled as cancelled:
             raise self._conflict(job.job_id, cancelled.old(0), "it is no longer queued") from None
         return replace(
-            job, state=state, completed_at=now, error=error, expires_at=int(now) + self.retention
+            job,
+            state=state,
+            completed_at=now,
+            error=error,
+            expires_at=int(now) + self.retention,
+            event_pending=True,
         )
+
+    # -- events and delivery ------------------------------------------------------------
+
+    def clear_event_pending(self, job_id: str) -> None:
+        try:
+            # The condition keeps update_item from creating an item for a job gone by TTL.
+            self.db.update_item(
+                TableName=self.jobs,
+                Key={"job_id": s(job_id)},
+                UpdateExpression="REMOVE event_pending",
+                ConditionExpression="attribute_exists(job_id)",
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise StorageError(f"clear event pending failed: {error_code(exc)}") from exc
+
+    def pending_events(self, *, ended_before: float, limit: int) -> list[str]:
+        response = call(
+            "read pending events",
+            self.db.query,
+            TableName=self.jobs,
+            IndexName="pending_events",
+            KeyConditionExpression="event_pending = :p AND completed_at < :before",
+            ExpressionAttributeValues={":p": s(EVENT_PENDING), ":before": n(ended_before)},
+            ScanIndexForward=True,
+            Limit=limit,
+        )
+        return [item["job_id"]["S"] for item in response.get("Items", [])]
+
+    def record_delivery(self, job_id: str, delivery: dict[str, Any]) -> None:
+        try:
+            self.db.update_item(
+                TableName=self.jobs,
+                Key={"job_id": s(job_id)},
+                UpdateExpression="SET webhook = :delivery",
+                ConditionExpression="attribute_exists(job_id)",
+                ExpressionAttributeValues={":delivery": as_json(delivery)},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise JobNotFound(job_id) from None
+            raise StorageError(f"record delivery failed: {error_code(exc)}") from exc
 
     def backlog(self, account_id: str, *, limit: int) -> list[BacklogEntry]:
         response = call(
