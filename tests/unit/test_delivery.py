@@ -329,3 +329,15 @@ def test_the_guarded_poster_refuses_plain_http_and_internal_addresses(
 
     with pytest.raises(error, match=reason):
         poster.post(url, b"{}", {})
+
+
+def test_deliveries_never_touch_the_accounts_rate_limits(world: World) -> None:
+    job = world.ended_job()
+    before = world.stores.limits.counters(world.account.account_id, now=world.clock.now())
+    world.poster.answers = [500, 200]
+
+    world.deliver(world.record(job, receive_count=1))
+    world.deliver(world.record(job, receive_count=2))
+
+    after = world.stores.limits.counters(world.account.account_id, now=world.clock.now())
+    assert after == before and world.webhook(job)["state"] == "delivered"
