@@ -4,4 +4,4 @@ import sys
 
 from gpu_agent.main import main
 
-sys.exit(main())
+sys.exit(main(sys.argv[1:]))

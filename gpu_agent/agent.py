@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from comfyfleet.clock import Clock
@@ -23,6 +24,7 @@ from comfyfleet.scheduling import Dispatcher
 from comfyfleet.store.ports import ClaimOutcome
 from gpu_agent.cache import ModelCache
 from gpu_agent.comfy import ComfyClient, ComfyUnavailable
+from gpu_agent.metrics import AgentMetrics
 from gpu_agent.runner import Ending, JobRunner, StopSignal
 from gpu_agent.settings import AgentSettings
 
@@ -32,6 +34,8 @@ DEFERRAL_SECONDS = 5  # a message whose account runs all it may is looked at aga
 MAX_VISIBILITY = 12 * 3600  # SQS's limit
 EWMA_WEIGHT = 0.3
 _BACKOFF_CAP_SECONDS = 30.0
+# EC2 gives a spot instance two minutes: leave time to interrupt and release after the grace.
+SPOT_GRACE_SECONDS = 90
 
 
 class Agent:
@@ -49,7 +53,8 @@ class Agent:
         s3: Any,
         clock: Clock,
         stop: StopSignal,
-        spot_notice: Any = None,
+        spot_notice: Callable[[], bool] | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.node_id = node_id
@@ -64,12 +69,15 @@ class Agent:
         self.clock = clock
         self.stop = stop
         self.spot_notice = spot_notice
+        self.metrics = metrics
         self.status = NodeStatus.IDLE
         self.current_job: str | None = None
         self.current_started: float | None = None
         self.ewma_run_seconds: float | None = None
         self.jobs_done = 0
         self._heartbeat_stop = threading.Event()
+        self._report_lock = threading.Lock()
+        self._wake = threading.Event()  # report now (a status change), not at the next beat
         self._heartbeat: threading.Thread | None = None
 
     # -- start and stop ---------------------------------------------------------------------
@@ -98,26 +106,48 @@ class Agent:
         )
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._heartbeat.start()
+        if self.metrics is not None:
+            self.metrics.sink.start()
         logger.info("agent started", extra={"node_id": self.node_id})
 
-    def request_stop(self) -> None:
-        """First call: drain; second: stop now."""
+    def request_stop(self, grace_seconds: float | None = None) -> None:
+        """First call: drain (finish the current job within the grace, take no more);
+        second: stop now (interrupt and release it).
+
+        Safe in a signal handler: it only sets flags; the heartbeat thread reports.
+        """
         if self.stop.draining.is_set():
             self.stop.now.set()
             return
-        self.stop.drain_deadline = self.clock.now() + self.settings.drain_grace_seconds
+        grace = self.settings.drain_grace_seconds if grace_seconds is None else grace_seconds
+        self.stop.drain_deadline = self.clock.now() + grace
         self.stop.draining.set()
         self.status = NodeStatus.DRAINING
-        self._report()
+        self._wake.set()
 
     def shutdown(self) -> None:
+        """Mark the node offline and hand the jobs waiting in its queue to the shared one."""
         self._heartbeat_stop.set()
+        self._wake.set()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=10)
         try:
             self.registry.set_status(self.node_id, NodeStatus.OFFLINE)
         except ComfyFleetError:
             logger.warning("could not mark the node offline", exc_info=True)
+        self._hand_off_queue()
+        if self.metrics is not None:
+            self.metrics.sink.close()
+
+    def _hand_off_queue(self) -> None:
+        """Jobs routed to this node's queue would wait for it: give them to the fleet."""
+        try:
+            moved = self.dispatcher.drain_node_queue(self.node_id, self.node_queue_url)
+        except ComfyFleetError:
+            logger.warning("could not hand off the node queue", exc_info=True)
+            return
+        if moved:
+            logger.info("node queue handed to the shared queue", extra={"jobs": moved})
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -130,14 +160,19 @@ class Agent:
             try:
                 if self.status is NodeStatus.UNHEALTHY:
                     self._wait_for_comfy()
+                    continue
                 received = self._receive()
-                if received is not None:
+                if received is not None and self.stop.draining.is_set():
+                    # The drain began during the long poll: this one is not ours to run.
+                    self.queues.change_visibility(received, 0)
+                elif received is not None:
                     self.handle(received)
                 backoff = 1.0
             except ComfyUnavailable:
                 logger.error("ComfyUI does not answer; the node takes no jobs")
                 self.status = NodeStatus.UNHEALTHY
                 self._report()
+                self._hand_off_queue()
             except ComfyFleetError:
                 logger.exception("AWS call failed; backing off %.0f s", backoff)
                 self.stop.draining.wait(backoff)
@@ -169,15 +204,17 @@ class Agent:
             self.queues.change_visibility(received, min(MAX_VISIBILITY, max(1, int(remaining) + 1)))
             return None
         if claim.outcome is not ClaimOutcome.CLAIMED or claim.job is None:
+            if claim.outcome is ClaimOutcome.EXHAUSTED and claim.job and self.metrics:
+                self.metrics.ended(claim.job)
             self.queues.delete(received)  # a cancelled or ended job, or out of attempts
             return None
         job = claim.job
-        self.status, self.current_job, self.current_started = (
-            NodeStatus.BUSY,
-            job.job_id,
-            time.monotonic(),
-        )
-        self._report()
+        if self.metrics is not None:
+            self.metrics.claimed(job)
+        if self.status is not NodeStatus.DRAINING:
+            self.status = NodeStatus.BUSY
+        self.current_job, self.current_started = job.job_id, time.monotonic()
+        self._wake.set()  # the heartbeat thread reports it: no round trip before the run
         try:
             ending = self.runner.run(job, received)
         except ComfyUnavailable:
@@ -188,7 +225,7 @@ class Agent:
             self.current_job = self.current_started = None
             if self.status is NodeStatus.BUSY:
                 self.status = NodeStatus.IDLE
-            self._report()  # free again: routing should know now, not at the next beat
+            self._wake.set()  # free again: routing should know now, not at the next beat
         if ending is Ending.RELEASED:
             self.queues.change_visibility(received, 0)
         else:
@@ -208,7 +245,7 @@ class Agent:
             try:
                 self.comfy.system_stats()
             except ComfyUnavailable:
-                self.stop.draining.wait(5)
+                self.stop.draining.wait(self.settings.heartbeat_seconds)
                 continue
             logger.info("ComfyUI answers again")
             self.status = NodeStatus.IDLE
@@ -218,32 +255,41 @@ class Agent:
     # -- heartbeat --------------------------------------------------------------------------
 
     def _beat(self) -> None:
-        while not self._heartbeat_stop.wait(self.settings.heartbeat_seconds):
+        while not self._heartbeat_stop.is_set():
+            self._wake.wait(self.settings.heartbeat_seconds)
+            self._wake.clear()
+            if self._heartbeat_stop.is_set():
+                return
             self._report()
             if self.spot_notice is not None and not self.stop.draining.is_set():
                 try:
-                    if self.spot_notice():
-                        logger.warning("spot interruption notice: draining")
-                        self.request_stop()
-                except Exception:
+                    noticed = self.spot_notice()
+                except Exception:  # IMDS hiccups: look again at the next beat
                     logger.debug("spot notice check failed", exc_info=True)
+                    continue
+                if noticed:
+                    logger.warning("spot interruption notice: draining")
+                    self.request_stop(min(self.settings.drain_grace_seconds, SPOT_GRACE_SECONDS))
 
     def _report(self) -> None:
-        report = self.cache.report()
-        started = None
-        if self.current_started is not None:
-            started = self.clock.now() - (time.monotonic() - self.current_started)
-        try:
-            self.registry.heartbeat(
-                self.node_id,
-                now=self.clock.now(),
-                status=self.status,
-                cached=dict(report.sizes),
-                free_bytes=report.free_bytes,
-                current_job=self.current_job,
-                current_started_at=started,
-                ewma_run_seconds=self.ewma_run_seconds,
-                bandwidth_bytes_per_second=report.bandwidth,
-            )
-        except ComfyFleetError:
-            logger.warning("heartbeat failed", exc_info=True)
+        # One report at a time, each reading the state when it writes: the heartbeat thread's
+        # "busy" must not land after the loop's "idle" and stand until the next beat.
+        with self._report_lock:
+            report = self.cache.report()
+            started = None
+            if self.current_started is not None:
+                started = self.clock.now() - (time.monotonic() - self.current_started)
+            try:
+                self.registry.heartbeat(
+                    self.node_id,
+                    now=self.clock.now(),
+                    status=self.status,
+                    cached=dict(report.sizes),
+                    free_bytes=report.free_bytes,
+                    current_job=self.current_job,
+                    current_started_at=started,
+                    ewma_run_seconds=self.ewma_run_seconds,
+                    bandwidth_bytes_per_second=report.bandwidth,
+                )
+            except ComfyFleetError:
+                logger.warning("heartbeat failed", exc_info=True)

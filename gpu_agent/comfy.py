@@ -64,6 +64,10 @@ class RunListener(Protocol):
 
     def preview(self, preview: Preview) -> None: ...
 
+    def progress_state(self, nodes: dict[str, Any]) -> None:
+        """Every started node's {value, max, state} (ComfyUI's ``progress_state``)."""
+        ...
+
     def tick(self) -> None:
         """Called about once a second while the prompt runs (cancel checks, timeouts)."""
         ...
@@ -77,6 +81,9 @@ class ComfyClient:
         self.client_id = client_id or f"comfyfleet-{uuid.uuid4().hex}"
         self.timeout = timeout
         self.http = requests.Session()
+        # ComfyUI runs beside the agent: no proxy applies, and reading the proxy variables
+        # on every request costs more than the request itself on a loaded host.
+        self.http.trust_env = False
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         self.ws_url = f"{scheme}://{parts.netloc}{parts.path}/ws?clientId={self.client_id}"
@@ -134,6 +141,13 @@ class ComfyClient:
             raise FileNotFoundError(f"/view {kind}/{subfolder}/{filename}: {response.status_code}")
         return response.content
 
+    def is_queued(self, prompt_id: str) -> bool:
+        """Whether the prompt is running or waiting in ComfyUI's queue (``GET /queue``)."""
+        queue = self._json("GET", "/queue")
+        entries = [*queue.get("queue_running", []), *queue.get("queue_pending", [])]
+        # Each entry is [number, prompt_id, prompt, extra_data, outputs].
+        return any(len(entry) > 1 and entry[1] == prompt_id for entry in entries)
+
     def interrupt(self, prompt_id: str) -> None:
         """Interrupt the prompt if it runs, and drop it if it still waits in ComfyUI's queue."""
         self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
@@ -143,7 +157,11 @@ class ComfyClient:
 
     def _connect(self) -> websocket.WebSocket:
         try:
-            ws = websocket.create_connection(self.ws_url, timeout=self.timeout)
+            # UTF-8 validation is pure Python in websocket-client (about a millisecond per
+            # frame); json.loads refuses malformed text anyway.
+            ws = websocket.create_connection(
+                self.ws_url, timeout=self.timeout, skip_utf8_validation=True
+            )
         except (OSError, websocket.WebSocketException) as exc:
             raise ComfyUnavailable(f"ComfyUI socket at {self.ws_url}: {exc}") from exc
         # Ask for previews with metadata (type 4 frames name their prompt).
@@ -187,8 +205,9 @@ class ComfyClient:
                 self._socket.close()
                 self._socket = None
 
-    def _read_until_done(self, ws: websocket.WebSocket, prompt_id: str,
-                         listener: RunListener) -> dict[str, Any]:
+    def _read_until_done(
+        self, ws: websocket.WebSocket, prompt_id: str, listener: RunListener
+    ) -> dict[str, Any]:
         self._socket = ws
         seen: dict[str, Any] = {}
         last_tick = time.monotonic()
@@ -202,10 +221,12 @@ class ComfyClient:
             except websocket.WebSocketTimeoutException:
                 continue
             except (OSError, websocket.WebSocketException):
+                opcode, data = websocket.ABNF.OPCODE_CLOSE, b""
+            if opcode == websocket.ABNF.OPCODE_CLOSE:  # ComfyUI closed it, or the link broke
                 logger.warning("ComfyUI socket dropped; reconnecting", extra={"job_id": prompt_id})
                 ws.close()
                 ws = self._socket = self._reconnect()
-                if self.history(prompt_id) is not None:
+                if self._ended_while_away(prompt_id):
                     return seen  # it finished while we were away: /history has it all
                 continue
             if opcode == websocket.ABNF.OPCODE_BINARY:
@@ -227,8 +248,22 @@ class ComfyClient:
                 listener.progress(
                     float(body.get("value", 0)), float(body.get("max", 0)), body.get("node")
                 )
+            elif kind == "progress_state" and isinstance(body.get("nodes"), dict):
+                listener.progress_state(body["nodes"])
             elif kind in ("execution_error", "execution_interrupted"):
                 seen[kind] = body
+
+    def _ended_while_away(self, prompt_id: str) -> bool:
+        """After a reconnect: True if the prompt has its history; raises ComfyUnavailable
+        if ComfyUI no longer knows it (it restarted: history and queue live in memory), where
+        waiting for ``executing`` null would wait for ever."""
+        if self.history(prompt_id) is not None:
+            return True
+        if self.is_queued(prompt_id):
+            return False
+        if self.history(prompt_id) is not None:  # it ended between the two reads
+            return True
+        raise ComfyUnavailable(f"ComfyUI lost prompt {prompt_id} (restarted?)")
 
     def _reconnect(self) -> websocket.WebSocket:
         for attempt in range(_RECONNECT_TRIES):

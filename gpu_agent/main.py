@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ from comfyfleet.netguard import OutboundClient
 from comfyfleet.queues import SqsJobQueues
 from comfyfleet.resources import MODEL_MIRROR_PREFIX, SHARED_QUEUE
 from comfyfleet.scheduling import Dispatcher
-from comfyfleet.settings import read_settings
+from comfyfleet.settings import SettingsError, read_settings
 from comfyfleet.store import Stores
 from comfyfleet.store.dynamo import dynamo_stores
 from comfyfleet.store.ports import ModelRecord
@@ -25,9 +27,10 @@ from gpu_agent.cache import ModelCache
 from gpu_agent.comfy import ComfyClient
 from gpu_agent.identity import node_id as find_node_id
 from gpu_agent.identity import spot_interruption_notice
+from gpu_agent.metrics import AgentMetrics, CloudWatchMetrics
 from gpu_agent.mirror import ModelMirror, mirror_client
 from gpu_agent.origin import OriginDownloader
-from gpu_agent.outputs import OutputPublisher
+from gpu_agent.outputs import OutputPublisher, link_signer
 from gpu_agent.runner import JobRunner, StopSignal
 from gpu_agent.settings import AgentSettings
 from gpu_agent.sources import ModelSources, Source
@@ -96,9 +99,16 @@ def build(
         comfy,
         cdn_domain=settings.cdn_domain,
         link_seconds=settings.output_link_seconds,
+        signer=link_signer(s3.meta.region_name),
     )
     stop = StopSignal()
-    runner = JobRunner(settings, dispatcher, queues, comfy, cache, outputs, s3, node, clock, stop)
+    metrics = None
+    if settings.metrics_enabled:
+        sink = CloudWatchMetrics(client("cloudwatch"), flush_seconds=settings.metrics_flush_seconds)
+        metrics = AgentMetrics(sink)
+    runner = JobRunner(
+        settings, dispatcher, queues, comfy, cache, outputs, s3, node, clock, stop, metrics
+    )
     agent = Agent(
         settings,
         node_id=node,
@@ -112,15 +122,34 @@ def build(
         clock=clock,
         stop=stop,
         spot_notice=spot_interruption_notice if on_ec2 else None,
+        metrics=metrics,
     )
     return Parts(agent, sources, cache, http)
 
 
-def main() -> int:
+def install_signal_handlers(agent: Agent) -> None:
+    """SIGTERM (or Ctrl-C) once: drain; twice: interrupt and release the job."""
+    signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.request_stop())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the agent; ``argv`` (``python -m gpu_agent``'s arguments) takes only --help."""
+    if argv is not None:
+        argparse.ArgumentParser(
+            prog="python -m gpu_agent",
+            description="Run the comfyfleet GPU agent beside ComfyUI until SIGTERM (once: "
+            "drain; twice: interrupt and release). Configured by COMFYFLEET_ environment "
+            "variables: see docs/settings.md.",
+        ).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    parts = build(read_settings(AgentSettings))
-    signal.signal(signal.SIGTERM, lambda *_: parts.agent.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: parts.agent.request_stop())
+    try:
+        settings = read_settings(AgentSettings)
+    except SettingsError as exc:
+        print(f"gpu_agent: {exc}", file=sys.stderr)
+        return 2
+    parts = build(settings)
+    install_signal_handlers(parts.agent)
     try:
         parts.agent.start()
         parts.agent.run_forever()

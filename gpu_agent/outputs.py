@@ -8,7 +8,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
 
 from comfyfleet.resources import output_key, preview_key
 from gpu_agent.comfy import ComfyClient, Preview
@@ -52,8 +57,46 @@ def output_files(outputs: dict[str, Any], *, include_temp: bool) -> list[OutputF
     return files
 
 
+# What ComfyUI's save nodes write (SaveImage, SaveAnimatedWEBP/PNG, SaveVideo, SaveAudio,
+# VHS_VideoCombine's gifs entries, SaveGLB), fixed here: mimetypes reads /etc/mime.types,
+# which differs between images (a minimal AMI has none, and .flac or .webp go unknown).
+_MEDIA_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+    ".mkv": "video/x-matroska",
+    ".flac": "audio/flac",
+    ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".opus": "audio/opus",
+    ".ogg": "audio/ogg",
+    ".glb": "model/gltf-binary",
+}
+
+
 def content_type(filename: str) -> str:
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    suffix = PurePosixPath(filename).suffix.lower()
+    return (
+        _MEDIA_TYPES.get(suffix) or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    )
+
+
+def link_signer(region: str | None = None) -> Any:
+    """An S3 client that presigns with SigV4: boto3 presigns S3 URLs with SigV2 by default,
+    which AWS has deprecated and newer regions refuse. (The endpoint follows boto3's own
+    ``AWS_ENDPOINT_URL``, as every other client here does.)
+
+    A presigned link lives at most as long as the credentials that signed it: with an
+    instance role's, a few hours, whatever ``output_link_seconds`` says. Deployments that
+    need longer-lived links set the CloudFront domain.
+    """
+    config = Config(signature_version="s3v4")
+    return boto3.session.Session().client("s3", region_name=region, config=config)
 
 
 class OutputPublisher:
@@ -67,8 +110,10 @@ class OutputPublisher:
         *,
         cdn_domain: str = "",
         link_seconds: int = 7 * 86400,
+        signer: Any = None,
     ) -> None:
         self.s3 = s3
+        self.signer = signer or s3  # presigns the links: see link_signer
         self.bucket = bucket
         self.comfy = comfy
         self.cdn_domain = cdn_domain.strip().rstrip("/")
@@ -77,8 +122,9 @@ class OutputPublisher:
     def link(self, key: str) -> str:
         if self.cdn_domain:
             host = self.cdn_domain.removeprefix("https://")
-            return f"https://{host}/{key}"
-        url: str = self.s3.generate_presigned_url(
+            # File names come from the workflow's prefixes: spaces, '#', '?' must be escaped.
+            return f"https://{host}/{quote(key, safe='/')}"
+        url: str = self.signer.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": key},
             ExpiresIn=self.link_seconds,
@@ -90,14 +136,14 @@ class OutputPublisher:
 
         Raises on any failed upload: a job is only completed with all its outputs.
         """
-        names = _unique_names(files)
-        with ThreadPoolExecutor(max_workers=_UPLOAD_THREADS) as pool:
-            uploaded = list(
-                pool.map(
-                    lambda pair: self._upload(account_id, job_id, *pair),
-                    zip(files, names, strict=True),
+        pairs = list(zip(files, _unique_names(files), strict=True))
+        if len(pairs) <= 1:  # the common case: no threads to start (milliseconds on a busy host)
+            uploaded = [self._upload(account_id, job_id, *pair) for pair in pairs]
+        else:
+            with ThreadPoolExecutor(max_workers=min(_UPLOAD_THREADS, len(pairs))) as pool:
+                uploaded = list(
+                    pool.map(lambda pair: self._upload(account_id, job_id, *pair), pairs)
                 )
-            )
         return {
             "images": [f["url"] for f in uploaded if f["content_type"].startswith("image/")],
             "files": uploaded,

@@ -22,6 +22,7 @@ from comfyfleet.scheduling import Dispatcher
 from comfyfleet.workflow import ModelRef, rewrite_workflow
 from gpu_agent.cache import CacheError, ModelCache
 from gpu_agent.comfy import ComfyClient, ComfyRejected, ComfyUnavailable, Preview, RunResult
+from gpu_agent.metrics import AgentMetrics
 from gpu_agent.outputs import OutputPublisher, PreviewPublisher, output_files
 from gpu_agent.settings import AgentSettings
 from gpu_agent.sources import SourceError
@@ -78,6 +79,7 @@ class JobRunner:
         node_id: str,
         clock: Clock,
         stop: StopSignal,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
@@ -90,6 +92,7 @@ class JobRunner:
         self.node_id = node_id
         self.clock = clock
         self.stop = stop
+        self.metrics = metrics
 
     def run(self, job: Job, received: Received) -> Ending:
         """Run a claimed job to its end; raises ComfyUnavailable after releasing the job."""
@@ -124,6 +127,8 @@ class JobRunner:
             return self._conclude(job, message, result, watch)
         finally:
             self.cache.release(job.job_id)
+            if self.metrics is not None:  # after the run: nothing extra before /prompt
+                self.metrics.cache(self.cache.report())
 
     def _conclude(self, job: Job, message: RingMessage, result: RunResult, watch: _Watch) -> Ending:
         if result.status == "interrupted":
@@ -189,7 +194,7 @@ class JobRunner:
         error: dict[str, Any] | None = None,
     ) -> None:
         try:
-            self.dispatcher.finish(
+            done = self.dispatcher.finish(
                 job, self.node_id, state, message.share, outputs=outputs, error=error
             )
         except ComfyFleetError:
@@ -197,6 +202,9 @@ class JobRunner:
             logger.warning(
                 "could not finish the job; another node holds it", extra={"job_id": job.job_id}
             )
+            return
+        if self.metrics is not None:
+            self.metrics.ended(done)
 
     def _release(self, job: Job) -> Ending:
         try:
@@ -221,31 +229,40 @@ class _Watch:
         )
         self.cancelled = self.timed_out = self.interrupted = False
         self._progress: dict[str, Any] | None = None
+        self._progress_dirty = False  # changed since written: an unchanged record is not rewritten
         self._progress_written = float("-inf")
+        self._nodes_total = len(job.workflow)
         self._cancel_checked = float("-inf")
         self._renewed = time.monotonic()
 
     def progress(self, value: float, maximum: float, node: str | None) -> None:
         percent = round(100 * value / maximum, 1) if maximum else 0.0
-        self._progress = {"value": value, "max": maximum, "node": node, "percent": percent}
-        self._write_progress()
+        self._update({"value": value, "max": maximum, "node": node, "percent": percent})
+
+    def progress_state(self, nodes: dict[str, Any]) -> None:
+        # How far the graph is: nodes finished of the workflow's nodes (cached ones included).
+        done = sum(1 for state in nodes.values() if (state or {}).get("state") == "finished")
+        self._update({"nodes_done": done, "nodes_total": self._nodes_total})
 
     def executing(self, node: str) -> None:
-        self._progress = {
-            **(self._progress or {"value": 0, "max": 0, "percent": 0.0}),
-            "node": node,
-        }
+        self._update({"node": node})
+
+    def _update(self, fields: dict[str, Any]) -> None:
+        base = self._progress or {"value": 0, "max": 0, "node": None, "percent": 0.0}
+        updated = {**base, **fields}
+        if updated != self._progress:
+            self._progress, self._progress_dirty = updated, True
+        self._write_progress()
 
     def preview(self, preview: Preview) -> None:
         self.previews.offer(preview)
 
     def _write_progress(self) -> None:
         now = time.monotonic()
-        if self._progress is None or now - self._progress_written < (
-            self.runner.settings.progress_interval_seconds
-        ):
+        due = now - self._progress_written >= self.runner.settings.progress_interval_seconds
+        if self._progress is None or not self._progress_dirty or not due:
             return
-        self._progress_written = now
+        self._progress_written, self._progress_dirty = now, False
         try:
             self.runner.jobs.record_progress(self.job.job_id, self.runner.node_id, self._progress)
         except ComfyFleetError:

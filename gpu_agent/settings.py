@@ -59,6 +59,12 @@ class AgentSettings(Settings):
     progress_interval_seconds: float = Field(
         1.0, gt=0, description="At most one progress write per this many seconds."
     )
+    metrics_enabled: bool = Field(
+        True, description="Send the agent's metrics to CloudWatch (PutMetricData, batched)."
+    )
+    metrics_flush_seconds: float = Field(
+        60.0, gt=0, description="How often the batched metrics are sent."
+    )
 
     @property
     def output_dir(self) -> Path:

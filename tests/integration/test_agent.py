@@ -89,10 +89,10 @@ def make_node(
             node_id=name,
             allow_local_urls=True,
             shared_queue_url=aws.queue_urls["shared"],
-            receive_wait_seconds=0,
+            receive_wait_seconds=overrides.pop("receive_wait_seconds", 0),
             heartbeat_seconds=0.2,
             lease_seconds=overrides.pop("lease_seconds", 30),
-            preview_interval_seconds=0.05,
+            preview_interval_seconds=overrides.pop("preview_interval_seconds", 0.05),
             **overrides,
         )
         parts = build(
