@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from comfyfleet.cache_policy import lru_evictions
 from comfyfleet.workflow.refs import FOLDERS, ModelRef
 from comfyfleet.workflow.urls import unsafe_name_reason
 from gpu_agent.cache_index import CachedModel, CacheIndex
@@ -282,15 +283,16 @@ class ModelCache:
 
     def _evict_locked(self, reserve: int = 0) -> None:
         """Evict least recently used unpinned files until ``reserve`` more bytes fit."""
-        while self._used + reserve > self.budget_bytes or (
-            reserve and shutil.disk_usage(self.cache_dir).free < reserve
-        ):
-            victim = next(
-                (key for key in self._models if key not in self._pin_counts),
-                None,
-            )
-            if victim is None:
-                return  # everything left is in use: over budget until released
+        victims = lru_evictions(
+            ((key, model.size) for key, model in self._models.items()),
+            self._pin_counts,
+            used=self._used,
+            budget=self.budget_bytes,
+            reserve=reserve,
+            disk_free=shutil.disk_usage(self.cache_dir).free if reserve else None,
+        )
+        # Whatever is left over budget is in use: it stays until released.
+        for victim in victims:
             self._remove_locked(victim)
             self._stats["evictions"] += 1
 
