@@ -47,7 +47,9 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
-class _Option:
+class RouteOption:
+    """One live node as a candidate for a job."""
+
     node: NodeInfo
     free_in: float  # seconds until it could start anything
     download: float  # seconds to fetch what it lacks
@@ -71,24 +73,39 @@ def route_job(
     rng: random.Random | None = None,
 ) -> Route:
     """Choose the queue for a job needing ``needs``, given the fleet as ``nodes`` shows it."""
-    policy = policy or settings.routing_policy
-    sizes = _sizes(needs, nodes, settings)
+    sizes = need_sizes(needs, nodes, settings)
     options = [
-        _option(node, sizes, settings, now)
+        node_option(node, sizes, settings, now)
         for node in nodes
         if node.live(now, settings.node_stale_seconds) and node.queue_url
     ]
-    shared_start = _shared_start(options, shared_queued, settings)
-    shared = Route(SHARED_ROUTE, shared_url, shared_start)
+    shared = Route(SHARED_ROUTE, shared_url, _shared_start(options, shared_queued, settings))
+    return choose_route(options, shared, bool(sizes), settings, policy=policy, rng=rng)
+
+
+def choose_route(
+    options: Sequence[RouteOption],
+    shared: Route,
+    has_models: bool,
+    settings: Settings,
+    *,
+    policy: str | None = None,
+    rng: random.Random | None = None,
+) -> Route:
+    """The policy's choice among the live nodes' ``options`` and the ``shared`` queue.
+
+    The fleet simulation calls this with the few options that can win (see comfyfleet.sim).
+    """
+    policy = policy or settings.routing_policy
     if not options:
         return shared
     if policy == "cost":
         best = min(options, key=lambda o: (o.start, o.node.node_id))
-        if best.start + settings.route_margin_seconds < shared_start:
+        if best.start + settings.route_margin_seconds < shared.estimated_start:
             return _to(best)
         return shared
     if policy == "coverage":
-        if not sizes:
+        if not has_models:
             return shared
         best = max(options, key=lambda o: (o.coverage, -o.free_in, o.node.node_id))
         return _to(best) if best.coverage >= COVERAGE_THRESHOLD else shared
@@ -99,11 +116,11 @@ def route_job(
     raise ValueError(f"unknown routing policy {policy!r}; one of {', '.join(POLICIES)}")
 
 
-def _to(option: _Option) -> Route:
+def _to(option: RouteOption) -> Route:
     return Route(option.node.node_id, option.node.queue_url, option.start)
 
 
-def _sizes(
+def need_sizes(
     needs: Sequence[ModelNeed], nodes: Sequence[NodeInfo], settings: Settings
 ) -> dict[str, int]:
     """Each needed model's bytes: as given, as a node that holds it reports, or a guess."""
@@ -116,20 +133,28 @@ def _sizes(
     return sizes
 
 
-def _run_seconds(node: NodeInfo, settings: Settings) -> float:
+def run_seconds(node: NodeInfo, settings: Settings) -> float:
+    """A node's expected run time per job: its own average, else the default."""
     return node.ewma_run_seconds or settings.default_run_seconds
 
 
-def _option(node: NodeInfo, sizes: dict[str, int], settings: Settings, now: float) -> _Option:
-    run = _run_seconds(node, settings)
+def node_option(
+    node: NodeInfo, sizes: dict[str, int], settings: Settings, now: float
+) -> RouteOption:
+    """When ``node`` could start a job needing models of ``sizes`` (key → bytes)."""
+    run = run_seconds(node, settings)
     remainder = 0.0
     if node.current_job is not None:
         elapsed = now - (node.current_started_at or now)
         remainder = max(run - elapsed, 0.1 * run)  # an overdue job still has some way to go
-    missing = sum(size for key, size in sizes.items() if key not in node.cached)
+    missing = covered = 0
+    for key, size in sizes.items():  # one pass: the fleet simulation calls this a lot
+        if key in node.cached:
+            covered += 1
+        else:
+            missing += size
     bandwidth = node.bandwidth_bytes_per_second or settings.default_bandwidth_bytes
-    covered = sum(1 for key in sizes if key in node.cached)
-    return _Option(
+    return RouteOption(
         node=node,
         free_in=remainder + node.queued * run,
         download=missing / bandwidth,
@@ -138,15 +163,29 @@ def _option(node: NodeInfo, sizes: dict[str, int], settings: Settings, now: floa
     )
 
 
-def _shared_start(options: list[_Option], shared_queued: int, settings: Settings) -> float:
-    """When the shared queue would start the job: the first node to free up, after the jobs
-    already waiting there are spread over the fleet, plus an average node's download."""
+def _shared_start(options: list[RouteOption], shared_queued: int, settings: Settings) -> float:
     if not options:
         return (shared_queued + 1) * settings.default_run_seconds
-    mean_run = sum(_run_seconds(o.node, settings) for o in options) / len(options)
-    mean_download = sum(o.download for o in options) / len(options)
-    first_free = min(o.free_in for o in options)
-    return first_free + shared_queued * mean_run / len(options) + mean_download
+    return shared_start(
+        first_free=min(o.free_in for o in options),
+        mean_run=sum(run_seconds(o.node, settings) for o in options) / len(options),
+        mean_download=sum(o.download for o in options) / len(options),
+        live_nodes=len(options),
+        shared_queued=shared_queued,
+    )
+
+
+def shared_start(
+    *,
+    first_free: float,
+    mean_run: float,
+    mean_download: float,
+    live_nodes: int,
+    shared_queued: int,
+) -> float:
+    """When the shared queue would start the job: the first node to free up, after the jobs
+    already waiting there are spread over the fleet, plus an average node's download."""
+    return first_free + shared_queued * mean_run / live_nodes + mean_download
 
 
 class NodeSnapshot:

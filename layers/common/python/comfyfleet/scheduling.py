@@ -334,11 +334,13 @@ class Dispatcher:
 
 def _has_room(counters: Counters, limits: Limits) -> bool:
     backlog = counters.waiting - counters.ring
-    return (
-        counters.ring < limits.ring_slots
-        and counters.ring + counters.running < limits.concurrency
-        and backlog <= 0
-    )
+    return ring_has_slot(counters.ring, counters.running, limits.share) and backlog <= 0
+
+
+def ring_has_slot(ring: int, running: int, share: RingShare) -> bool:
+    """Whether an account may hold one more ring message: a free slot, and a job it could
+    run now (the rule of admission and of the stores' promote; the simulation shares it)."""
+    return ring < share.ring_slots and ring + running < share.concurrency
 
 
 def _admitted(seen: Counters, to_ring: bool, now: float) -> Counters:
