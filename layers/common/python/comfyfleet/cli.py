@@ -205,9 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from comfyfleet.cli_client import add_client_commands
     from comfyfleet.dev.command import add_dev_command
+    from comfyfleet.sim.cli import add_parser as add_sim_command
 
     add_dev_command(commands)
     add_client_commands(commands)
+    add_sim_command(commands)
     return parser
 
 
