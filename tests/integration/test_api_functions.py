@@ -5,17 +5,23 @@ submit, read, list by pages, cancel, someone else's job, limits, idempotency, me
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from comfyfleet.api.objects import CatalogueCache, S3Objects
 from comfyfleet.aws import client
+from comfyfleet.catalogue import NodeCatalogue
+from comfyfleet.clock import FakeClock
 from comfyfleet.observability import JOBS_REJECTED, JOBS_SUBMITTED, NAMESPACE, SUBMIT_LATENCY
-from comfyfleet.resources import Provisioned, preview_key
+from comfyfleet.resources import CATALOGUE_KEY, Provisioned, preview_key
 from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
 from tests.api_support import (
@@ -362,3 +368,81 @@ def test_submits_emit_jobs_submitted_and_latency_and_refusals_their_reason(
     assert rejection["reason"] == "queue_full" and rejection["service"] == "comfyfleet-api"
     assert rejection[JOBS_REJECTED] == [1.0]
     assert not read  # reads emit nothing
+
+
+# -- the catalogue -----------------------------------------------------------------------------
+
+
+def test_the_published_catalogue_deepens_validation(
+    functions: Functions, settings: Settings, catalogue: NodeCatalogue
+) -> None:
+    client("s3", region=REGION).put_object(
+        Bucket=settings.model_bucket_name, Key=CATALOGUE_KEY, Body=catalogue.to_json().encode()
+    )
+    account = functions.account()
+    unknown = basic_graph()
+    unknown["4"] = {"class_type": "NoSuchNode", "inputs": {}}
+
+    refused = functions.call("POST", "/v1/jobs", account.key, body={"prompt": unknown})
+
+    assert refused.status == 400 and refused.code == "invalid_workflow"
+    assert refused.body["error"]["details"][0]["code"] == "unknown_class_type"
+    assert functions.submit(account).status == 202
+
+
+def test_the_catalogue_is_read_again_only_when_s3_says_it_changed(
+    aws: Provisioned, settings: Settings, catalogue: NodeCatalogue
+) -> None:
+    s3 = client("s3", region=REGION)
+    reads: list[int] = []
+    s3.meta.events.register("after-call.s3.GetObject", lambda **kw: reads.append(1))
+    clock = FakeClock()
+    cache = CatalogueCache(S3Objects(s3), settings.model_bucket_name, clock)
+    body = catalogue.to_json().encode()
+    s3.put_object(Bucket=settings.model_bucket_name, Key=CATALOGUE_KEY, Body=body)
+
+    first = cache.get()
+    clock.advance(30)
+    within_the_minute = cache.get()
+    clock.advance(31)
+    unchanged = cache.get()  # a conditional GET: 304, the body is not sent again
+    s3.put_object(Bucket=settings.model_bucket_name, Key=CATALOGUE_KEY, Body=b"{not json")
+    clock.advance(61)
+    invalid = cache.get()  # not a catalogue: the last good one stays
+
+    assert first is not None and "KSampler" in first
+    assert within_the_minute is first and unchanged is first and invalid is first
+    assert len(reads) == 3
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def authorizer_log(functions: Functions) -> Iterator[io.StringIO]:
+    """What the authorizer function logs. Powertools keeps one handler per service name
+    for the process, bound to the stream of the first test that made it: point it here."""
+    stream = io.StringIO()
+    (handler,) = logging.getLogger(functions.authorizer.SERVICE).handlers
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(stream)
+    yield stream
+    handler.setStream(previous)
+
+
+def test_logs_are_json_with_the_request_id_and_never_the_key(
+    functions: Functions, authorizer_log: io.StringIO
+) -> None:
+    unknown_key = "sk_live_" + "S" * 43
+    event = authorizer_event({"Authorization": f"Bearer {unknown_key}"})
+
+    with pytest.raises(Exception, match="^Unauthorized$"):
+        functions.authorizer.handler(event, LambdaContext())
+
+    output = authorizer_log.getvalue()
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    (refused,) = [record for record in records if record.get("message") == "key refused"]
+    assert refused["correlation_id"] == event["requestContext"]["requestId"]
+    assert refused["service"] == "comfyfleet-authorizer" and refused["reason"] == "unknown"
+    assert refused["key_id"] == unknown_key[:16]
+    assert unknown_key not in output
