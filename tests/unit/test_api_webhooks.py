@@ -4,10 +4,14 @@ someone else's job is 404)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from comfyfleet.api.models import iso
+from comfyfleet.delivery import QueuedEvent, WebhookDelivery
 from comfyfleet.domain import JobState
+from comfyfleet.events import encode_event
 from comfyfleet.settings import Settings
 from comfyfleet.webhooks import signature_headers, signing_secrets, verify
 from tests.api_support import ApiClient, MemoryApi, error_of, memory_setup
@@ -163,3 +167,40 @@ def test_someone_elses_job_cannot_be_replayed(app: MemoryApi) -> None:
         response = other.post(path)
         assert response.status == 404 and error_of(response)["code"] == "not_found"
     assert len(app.world.events.of_job(job_id)) == 1
+
+
+class Accepting:
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        self.urls.append(url)
+        return 204
+
+
+class NoRetries:
+    def retry_in(self, event: QueuedEvent, seconds: int) -> None:
+        raise AssertionError("a delivered event is not retried")
+
+
+def test_a_delivery_to_the_accounts_default_url_shows_on_the_job(app: MemoryApi) -> None:
+    account = app.account()
+    stored = app.world.stores.accounts.get(account.account_id)
+    stored.webhook_url = "https://default.example.com/hook"
+    app.world.stores.accounts.update(stored)
+    client = app.client(account)
+    job_id = submit(client)
+    client.post(f"/v1/jobs/{job_id}/cancel")
+    assert client.get(f"/v1/jobs/{job_id}").json()["webhook"] is None  # nothing sent yet
+    poster = Accepting()
+    delivery = WebhookDelivery(app.world.stores, poster, NoRetries(), app.world.clock)
+    [event] = app.world.events.of_job(job_id)
+
+    delivery.deliver(QueuedEvent("m-1", "r-1", encode_event(event), 1, "arn:aws:sqs:x:1:q"))
+
+    assert poster.urls == ["https://default.example.com/hook"]
+    assert client.get(f"/v1/jobs/{job_id}").json()["webhook"] == {
+        "url": "https://default.example.com/hook",
+        "state": "delivered",
+        "attempts": 1,
+    }

@@ -251,22 +251,22 @@ class WebhookDelivery:
             problem = "the endpoint answered with a redirect (not followed)"
         except FetchRefused as refused:
             logger.warning("webhook URL refused", extra={"job_id": job_id, "reason": str(refused)})
-            self._record(job, previous, event_id, "failed", attempts, now, None, str(refused))
+            self._record(job, previous, event_id, "failed", attempts, now, None, str(refused), url)
             return Outcome.REFUSED
         except _NETWORK_ERRORS as exc:
             problem = f"{type(exc).__name__} sending to {redact_url(url)}"
         if problem is None:
-            self._record(job, previous, event_id, "delivered", attempts, now, status, None)
+            self._record(job, previous, event_id, "delivered", attempts, now, status, None, url)
             return Outcome.DELIVERED
         if queued.receive_count >= self.max_attempts:
             # Visible at once, so SQS moves it to the DLQ on its next receive.
-            self._record(job, previous, event_id, "failed", attempts, now, status, problem)
+            self._record(job, previous, event_id, "failed", attempts, now, status, problem, url)
             self._retry_in(queued, 0)
             return Outcome.GAVE_UP
         delay = retry_delay(queued.receive_count, self.rng)
         self._retry_in(queued, delay)
         self._record(
-            job, previous, event_id, "pending", attempts, now, status, problem, next_at=now + delay
+            job, previous, event_id, "pending", attempts, now, status, problem, url, now + delay
         )
         return Outcome.RETRY
 
@@ -287,11 +287,12 @@ class WebhookDelivery:
         now: float,
         status: int | None,
         error: str | None,
-        *,
+        url: str,
         next_at: float | None = None,
     ) -> None:
         delivery: dict[str, Any] = {
             "state": state,
+            "url": url,  # the job's own, or the account's default at the time
             "event_id": event_id,
             "attempts": attempts,
             "last_status": status,

@@ -105,15 +105,17 @@ def _error(raw: Any) -> JobError | None:
 
 
 def _webhook(job: Job) -> WebhookStatus | None:
-    if not job.webhook_url:
-        return None
     delivery = job.webhook if isinstance(job.webhook, dict) else {}
+    # A job without its own URL shows the delivery to the account's default, once recorded.
+    url = job.webhook_url or _text(delivery.get("url"))
+    if not url:
+        return None
     state = delivery.get("state")
     if state not in _WEBHOOK_STATES:
         state = "pending" if job.state.terminal else "waiting"
     attempts = delivery.get("attempts")
     return WebhookStatus(
-        url=job.webhook_url,
+        url=url,
         state=state,
         attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
     )
