@@ -1,18 +1,8 @@
-"""The Lambda functions as API Gateway calls them, against moto: the authorizer function
-(functions/authorizer/app.handler) answers a REQUEST-authorizer event, and its context goes
-into the REST proxy event (v1) given to the api function (functions/api/app.handler) —
-submit, read, list by pages, cancel, someone else's job, limits, idempotency, metrics."""
+"""The api function (functions/api/app.handler) on real REST proxy events (v1) carrying the
+authorizer function's context, against moto: submit, read, list by pages, cancel, someone
+else's job, limits and their headers, idempotency, metrics, the published catalogue."""
 
 from __future__ import annotations
-
-import io
-import json
-import logging
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
 
 import pytest
 
@@ -24,148 +14,17 @@ from comfyfleet.observability import JOBS_REJECTED, JOBS_SUBMITTED, NAMESPACE, S
 from comfyfleet.resources import CATALOGUE_KEY, Provisioned, preview_key
 from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
-from tests.api_support import (
-    RATE_HEADERS,
-    Account,
-    LambdaContext,
-    authorizer_event,
-    load_function,
-    new_account,
-    rest_event,
-)
+from tests.api_support import RATE_HEADERS
+from tests.integration.lambda_functions import Functions, emitted_metrics
 from tests.support import basic_graph
 
 REGION = "us-east-1"
 BASE_URL = "https://abc123.execute-api.us-east-1.amazonaws.com/prod"
 
 
-@dataclass
-class Reply:
-    """A proxy response, read as a client would."""
-
-    status: int
-    headers: dict[str, str]
-    body: Any
-
-    @property
-    def code(self) -> str:
-        code: str = self.body["error"]["code"]
-        return code
-
-
-@dataclass
-class Functions:
-    api: ModuleType
-    authorizer: ModuleType
-    stores: Stores
-    provisioned: Provisioned
-    requests: int = 0
-
-    def authorize(self, key: str | None, method: str = "GET", path: str = "/v1/jobs") -> Any:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return self.authorizer.handler(
-            authorizer_event(headers, method=method, path=path), LambdaContext()
-        )
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        key: str,
-        *,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-        query: dict[str, str] | None = None,
-    ) -> Reply:
-        """Through the authorizer, then the api function, as API Gateway would."""
-        answer = self.authorize(key, method, path)
-        self.requests += 1
-        event = rest_event(
-            method,
-            path,
-            body=body,
-            headers=headers,
-            query=query,
-            request_id=f"req-{self.requests:04d}",
-        )
-        event["requestContext"]["authorizer"] = {
-            **answer["context"],
-            "principalId": answer["principalId"],
-            "integrationLatency": 9,
-        }
-        response = self.api.handler(event, LambdaContext(aws_request_id=f"lambda-{self.requests}"))
-        headers_out = dict(response.get("headers") or {})
-        for name, values in (response.get("multiValueHeaders") or {}).items():
-            headers_out[name] = values[-1]
-        text = response.get("body") or "null"
-        return Reply(response["statusCode"], headers_out, json.loads(text))
-
-    def submit(self, account: Account, **fields: Any) -> Reply:
-        return self.call("POST", "/v1/jobs", account.key, body={"prompt": basic_graph(), **fields})
-
-    def account(self, tier: str = "free", **overrides: Any) -> Account:
-        return new_account(self.stores, time.time(), tier, **overrides)
-
-
 @pytest.fixture
 def functions(aws: Provisioned, dynamo: Stores) -> Functions:
-    # Each function is its own module, built on its first request against moto's AWS.
-    return Functions(load_function("api"), load_function("authorizer"), dynamo, aws)
-
-
-def emitted_metrics(output: str) -> list[dict[str, Any]]:
-    """The CloudWatch embedded-metric blobs Powertools printed."""
-    blobs = []
-    for line in output.splitlines():
-        if line.startswith("{") and '"_aws"' in line:
-            blobs.append(json.loads(line))
-    return blobs
-
-
-# -- the authorizer function -------------------------------------------------------------------
-
-
-def test_the_authorizer_function_resolves_a_key_to_the_caller(functions: Functions) -> None:
-    account = functions.account("pro")
-
-    answer = functions.authorize(account.key)
-
-    assert answer["principalId"] == account.account_id
-    statement = answer["policyDocument"]["Statement"][0]
-    assert statement["Effect"] == "Allow"
-    assert statement["Resource"] == "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/*"
-    assert answer["context"]["tier"] == "pro" and answer["context"]["scopes"] == "jobs"
-    assert json.loads(answer["context"]["limits"])["requests_per_minute"] == 300
-
-
-@pytest.mark.parametrize("key", [None, "sk_live_short", "sk_live_" + "Q" * 43])
-def test_the_authorizer_function_refuses_missing_malformed_and_unknown_keys(
-    functions: Functions, key: str | None
-) -> None:
-    with pytest.raises(Exception, match="^Unauthorized$"):
-        functions.authorize(key)
-
-
-def test_the_authorizer_function_refuses_a_revoked_key(functions: Functions) -> None:
-    account = functions.account()
-    admin = functions.call(
-        "GET", "/v1/admin/keys", account.admin_key, query={"account_id": account.account_id}
-    )
-    jobs_key = next(k for k in admin.body["keys"] if k["scopes"] == ["jobs"])
-    revoked = functions.call("DELETE", f"/v1/admin/keys/{jobs_key['key_id']}", account.admin_key)
-    assert revoked.status == 200
-
-    with pytest.raises(Exception, match="^Unauthorized$"):
-        functions.authorize(account.key)
-
-
-def test_the_api_function_refuses_an_event_without_the_authorizers_context(
-    functions: Functions,
-) -> None:
-    response = functions.api.handler(rest_event("GET", "/v1/jobs"), LambdaContext())
-
-    assert response["statusCode"] == 401
-    assert json.loads(response["body"])["error"]["code"] == "unauthorized"
+    return Functions.load(aws, dynamo)
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -413,36 +272,3 @@ def test_the_catalogue_is_read_again_only_when_s3_says_it_changed(
     assert first is not None and "KSampler" in first
     assert within_the_minute is first and unchanged is first and invalid is first
     assert len(reads) == 3
-
-
-# -- logs --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def authorizer_log(functions: Functions) -> Iterator[io.StringIO]:
-    """What the authorizer function logs. Powertools keeps one handler per service name
-    for the process, bound to the stream of the first test that made it: point it here."""
-    stream = io.StringIO()
-    (handler,) = logging.getLogger(functions.authorizer.SERVICE).handlers
-    assert isinstance(handler, logging.StreamHandler)
-    previous = handler.setStream(stream)
-    yield stream
-    handler.setStream(previous)
-
-
-def test_logs_are_json_with_the_request_id_and_never_the_key(
-    functions: Functions, authorizer_log: io.StringIO
-) -> None:
-    unknown_key = "sk_live_" + "S" * 43
-    event = authorizer_event({"Authorization": f"Bearer {unknown_key}"})
-
-    with pytest.raises(Exception, match="^Unauthorized$"):
-        functions.authorizer.handler(event, LambdaContext())
-
-    output = authorizer_log.getvalue()
-    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    (refused,) = [record for record in records if record.get("message") == "key refused"]
-    assert refused["correlation_id"] == event["requestContext"]["requestId"]
-    assert refused["service"] == "comfyfleet-authorizer" and refused["reason"] == "unknown"
-    assert refused["key_id"] == unknown_key[:16]
-    assert unknown_key not in output
