@@ -69,6 +69,7 @@ class _Node:
     message: FifoMessage[int] | None = None
     from_shared: bool = False
     vram: frozenset[str] = frozenset()
+    sampling: tuple[float, float] = (0.0, 0.0)  # the current job's sampling span
     generation: int = 0
     up_since: float = 0.0
 
@@ -271,9 +272,7 @@ class Simulation:
         took = load + run
         ewma = info.ewma_run_seconds
         info.ewma_run_seconds = took if ewma is None else 0.8 * ewma + 0.2 * took
-        self.out.sampling_seconds += run
-        if self.keep_spans:
-            self.out.sampling_spans.append((start, start + run))
+        node.sampling = (start, start + run)
         self._push(start + run, _FINISH, node.index, node.generation)
 
     def _sync_models(self, node: _Node, needs: tuple[ModelNeed, ...]) -> tuple[float, float]:
@@ -310,6 +309,9 @@ class Simulation:
         self.out.completed += 1
         self.out.waits.append(self.started[job] - self.submitted[job])
         self.out.cold_starts += self.cold[job]
+        self.out.sampling_seconds += node.sampling[1] - node.sampling[0]  # a finished run only
+        if self.keep_spans:
+            self.out.sampling_spans.append(node.sampling)
         (self.shared if node.from_shared else node.queue).delete(node.message)
         node.job, node.message = -1, None
         node.info.status, node.info.current_job = NodeStatus.IDLE, None
