@@ -137,6 +137,9 @@ class Job:
     # Set by the terminal write, cleared once its event is published: a process that died in
     # between leaves it set, and the reaper publishes the event (comfyfleet.events).
     event_pending: bool = False
+    # When it last took a ring slot (admitted to the ring, or promoted): the reaper resends
+    # a message its sender may have failed to send while SQS still deduplicates it.
+    ring_at: float | None = None
 
     @property
     def execution_time_ms(self) -> int | None:

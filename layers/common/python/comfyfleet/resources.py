@@ -93,6 +93,24 @@ JOBS = Table(
             Attribute("completed_at", "N"),
             projection="KEYS_ONLY",
         ),
+        # Live jobs (in the ring or running) carry live_account; sparse, bounded by the ring
+        # slots and concurrency of all accounts: the reaper scans it for lost leases and sends.
+        Index(
+            "live",
+            Attribute("live_account"),
+            Attribute("job_id"),
+            projection="INCLUDE",
+            include=(
+                "account_id",
+                "state",
+                "in_ring",
+                "route",
+                "node_id",
+                "lease_until",
+                "ring_at",
+                "tier",
+            ),
+        ),
     ),
     ttl_attribute="expires_at",
     point_in_time_recovery=True,

@@ -231,11 +231,15 @@ class Dispatcher:
 
     def _promote_one(self, job_id: str, account_id: str, share: RingShare, route: Route) -> None:
         try:
-            self.stores.jobs.promote(job_id, account_id, share, route=route.target)
+            self.stores.jobs.promote(
+                job_id, account_id, share, route=route.target, now=self.clock.now()
+            )
         except RouteGone:
             self.snapshot.invalidate()
             route = Route(SHARED_ROUTE, self.shared_url, route.estimated_start)
-            self.stores.jobs.promote(job_id, account_id, share, route=route.target)
+            self.stores.jobs.promote(
+                job_id, account_id, share, route=route.target, now=self.clock.now()
+            )
         self._send(route, job_id, account_id, share)
 
     def drain_node_queue(self, node_id: str, queue_url: str) -> int:

@@ -228,6 +228,20 @@ class Settings(BaseSettings):
         description="After a webhook secret rotation, how long the old secret still signs "
         "(beside the new one).",
     )
+    ring_resend_after_seconds: int = Field(
+        30,
+        ge=5,
+        le=180,
+        description="A job this long in the ring without a claim gets its message sent again "
+        "by the reaper, while SQS still drops the copy if the first send worked.",
+    )
+    drain_grace_seconds: int = Field(
+        120,
+        ge=0,
+        le=840,
+        description="How long a draining node's running job may finish: the agent's grace "
+        "after SIGTERM or a spot notice, and the lifecycle function's wait on a termination.",
+    )
 
     @field_validator("tiers", mode="before")
     @classmethod

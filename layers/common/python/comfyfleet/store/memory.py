@@ -45,6 +45,7 @@ from comfyfleet.store.ports import (
     BacklogEntry,
     Claim,
     ClaimOutcome,
+    LiveJob,
     ModelRecord,
     Page,
     RingFull,
@@ -160,7 +161,14 @@ class MemoryJobStore:
                 self.m.move_route(route, 1)
             else:
                 counts.move(waiting=1, backlog=1)
-            self._save(replace(copy.deepcopy(job), in_ring=route is not None, route=route))
+            self._save(
+                replace(
+                    copy.deepcopy(job),
+                    in_ring=route is not None,
+                    route=route,
+                    ring_at=now if route is not None else None,
+                )
+            )
 
     def get(self, job_id: str) -> Job:
         with self.m.lock:
@@ -297,7 +305,7 @@ class MemoryJobStore:
         with self.m.lock:
             return self._requeue(self._running_here(job_id, node_id, "it is not running here"))
 
-    def _requeue(self, job: Job) -> Job:
+    def _requeue(self, job: Job, *, ring_at: float | None = None) -> Job:
         self._counts(job.account_id).move(running=-1, waiting=1, ring=1)
         self.m.move_route(job.route, 1)
         return self._save(
@@ -308,6 +316,7 @@ class MemoryJobStore:
                 node_id=None,
                 lease_until=None,
                 progress=None,
+                ring_at=job.ring_at if ring_at is None else ring_at,
             )
         )
 
@@ -317,7 +326,7 @@ class MemoryJobStore:
             if job.state is not JobState.RUNNING or (job.lease_until or 0) >= now:
                 raise JobStateConflict(job_id, job.state, "its lease has not expired")
             if job.attempt < max_attempts:
-                return self._requeue(job)
+                return self._requeue(job, ring_at=now)
             self._counts(job.account_id).move(running=-1, active=-1)
             return self._save(
                 replace(
@@ -415,7 +424,15 @@ class MemoryJobStore:
             self.m.move_route(to_route, 1)
             job.route = to_route
 
-    def promote(self, job_id: str, account_id: str, share: RingShare, *, route: str) -> None:
+    def promote(
+        self,
+        job_id: str,
+        account_id: str,
+        share: RingShare,
+        *,
+        route: str,
+        now: float | None = None,
+    ) -> None:
         with self.m.lock:
             job = self._job(job_id)
             if job.state is not JobState.QUEUED or job.in_ring:
@@ -428,6 +445,26 @@ class MemoryJobStore:
             counts.move(backlog=-1, ring=1, active=1)
             self.m.move_route(route, 1)
             job.in_ring, job.route = True, route
+            if now is not None:
+                job.ring_at = now
+
+    def live_jobs(self) -> list[LiveJob]:
+        with self.m.lock:
+            return [
+                LiveJob(
+                    j.job_id,
+                    j.account_id,
+                    j.state,
+                    j.in_ring,
+                    j.route,
+                    j.node_id,
+                    j.lease_until,
+                    j.ring_at,
+                    j.tier,
+                )
+                for j in sorted(self.m.jobs.values(), key=lambda j: j.job_id)
+                if j.state is JobState.RUNNING or (j.state is JobState.QUEUED and j.in_ring)
+            ]
 
 
 class MemoryLimitStore:
@@ -445,6 +482,14 @@ class MemoryLimitStore:
                 counts.ring,
                 counts.running,
             )
+
+    def backlogged(self, *, now: float) -> dict[str, Counters]:
+        with self.m.lock:
+            return {
+                account_id: self.counters(account_id, now=now)
+                for account_id, counts in self.m.counts.items()
+                if counts.backlog > 0
+            }
 
 
 class MemoryAccountStore:

@@ -67,6 +67,21 @@ class BacklogEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveJob:
+    """A job in the ring or running, as the reaper looks it over."""
+
+    job_id: str
+    account_id: str
+    state: JobState
+    in_ring: bool
+    route: str | None
+    node_id: str | None
+    lease_until: float | None
+    ring_at: float | None
+    tier: str
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     jobs: list[Job]
     cursor: str | None  # opaque; None on the last page
@@ -148,7 +163,8 @@ class JobStore(Protocol):
         ...
 
     def requeue_expired(self, job_id: str, *, now: float, max_attempts: int) -> Job:
-        """running with an expired lease → queued again, or failed when out of attempts."""
+        """running with an expired lease → queued again (ring_at = now: its message may be
+        lost with its node), or failed when out of attempts."""
         ...
 
     def backlog(self, account_id: str, *, limit: int) -> list[BacklogEntry]:
@@ -160,9 +176,23 @@ class JobStore(Protocol):
         route and both queues' counts change; JobStateConflict if it is not queued there."""
         ...
 
-    def promote(self, job_id: str, account_id: str, share: RingShare, *, route: str) -> None:
+    def promote(
+        self,
+        job_id: str,
+        account_id: str,
+        share: RingShare,
+        *,
+        route: str,
+        now: float | None = None,
+    ) -> None:
         """Give a backlog job a ring slot (RingFull if none is free; JobStateConflict if it
-        left the backlog meanwhile: another promoter took it, or it was cancelled)."""
+        left the backlog meanwhile: another promoter took it, or it was cancelled). ``now``
+        is recorded as its ring_at."""
+        ...
+
+    def live_jobs(self) -> list[LiveJob]:
+        """Every job in the ring or running (a sparse index: bounded by the accounts' ring
+        slots and concurrency, not by history)."""
         ...
 
     # Every terminal write above also sets the job's event_pending (comfyfleet.events).
@@ -181,6 +211,10 @@ class JobStore(Protocol):
 
 class LimitStore(Protocol):
     def counters(self, account_id: str, *, now: float) -> Counters: ...
+
+    def backlogged(self, *, now: float) -> dict[str, Counters]:
+        """The counters of every account with jobs in its backlog (waiting > ring)."""
+        ...
 
 
 class AccountStore(Protocol):

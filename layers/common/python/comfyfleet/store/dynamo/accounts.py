@@ -143,6 +143,23 @@ class DynamoLimitStore:
                 rate = item
         return c.counters_from(state, rate, now=now)
 
+    def backlogged(self, *, now: float) -> dict[str, Counters]:
+        # One small state item per account (rate windows expire by TTL): a bounded scan.
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "sk = :state AND #backlog > :zero",
+            "ExpressionAttributeNames": {"#backlog": "backlog"},
+            "ExpressionAttributeValues": {":state": s(c.STATE_SK), ":zero": n(0)},
+        }
+        found: dict[str, Counters] = {}
+        while True:
+            response = call("scan backlogged accounts", self.db.scan, **request)
+            for item in response.get("Items", []):
+                found[item["account_id"]["S"]] = c.counters_from(item, None, now=now)
+            if "LastEvaluatedKey" not in response:
+                return found
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
 
 def _key_item(key: ApiKey) -> Item:
     item: Item = {

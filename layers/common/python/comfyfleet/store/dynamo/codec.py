@@ -77,8 +77,13 @@ def unpack_workflow(blob: bytes) -> dict[str, Any]:
 # The one value of event_pending: the pending_events index is a single sparse partition.
 EVENT_PENDING = "1"
 _OPTIONAL_TEXT = ("webhook_url", "route", "node_id")
-_OPTIONAL_NUMBERS = ("lease_until", "started_at", "completed_at", "expires_at")
+_OPTIONAL_NUMBERS = ("lease_until", "started_at", "completed_at", "expires_at", "ring_at")
 _OPTIONAL_JSON = ("metadata", "progress", "outputs", "error", "webhook")
+
+
+def is_live(job: Job) -> bool:
+    """In the ring or running: the jobs the live index holds."""
+    return job.state is JobState.RUNNING or (job.state is JobState.QUEUED and job.in_ring)
 
 
 def job_to_item(job: Job) -> Item:
@@ -110,6 +115,8 @@ def job_to_item(job: Job) -> Item:
         item["backlog_account"] = s(job.account_id)  # the sparse backlog index's key
     if job.event_pending:
         item["event_pending"] = s(EVENT_PENDING)  # the sparse pending_events index's key
+    if is_live(job):
+        item["live_account"] = s(job.account_id)  # the sparse live index's key
     return item
 
 
@@ -140,6 +147,7 @@ def job_from_item(item: Item) -> Job:
         expires_at=int(expires) if expires is not None else None,
         webhook=get_json(item, "webhook"),
         event_pending="event_pending" in item,
+        ring_at=get_n(item, "ring_at"),
     )
 
 

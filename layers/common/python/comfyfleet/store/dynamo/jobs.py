@@ -37,6 +37,7 @@ from comfyfleet.store.dynamo.codec import (
     call,
     error_code,
     flag,
+    get_bool,
     get_int,
     get_json,
     get_n,
@@ -50,6 +51,7 @@ from comfyfleet.store.ports import (
     BacklogEntry,
     Claim,
     ClaimOutcome,
+    LiveJob,
     Page,
     RingFull,
     RingHasRoom,
@@ -136,7 +138,9 @@ class DynamoJobStore:
         values = c.limit_values(
             depth=limits.queue_depth, slots=limits.ring_slots, conc=limits.concurrency
         )
-        job = replace(job, in_ring=route is not None, route=route)
+        job = replace(
+            job, in_ring=route is not None, route=route, ring_at=now if route is not None else None
+        )
         items = [
             c.count_request(self.limits, job.account_id, now=now, limit=limits.requests_per_minute),
             c.move_counters(
@@ -433,7 +437,7 @@ class DynamoJobStore:
         items = [
             self._job_update(
                 job_id,
-                f"SET {sets} REMOVE lease_until",
+                f"SET {sets} REMOVE lease_until, live_account",
                 "#state = :running AND node_id = :node",
                 values,
                 {"#error": "error"} if error is not None else None,
@@ -463,11 +467,17 @@ class DynamoJobStore:
             raise JobStateConflict(job_id, job.state, "it is not running on this node")
         return self._requeue(job, "#state = :running AND node_id = :node", {":node": s(node_id)})
 
-    def _requeue(self, job: Job, condition: str, values: dict[str, Any]) -> Job:
+    def _requeue(
+        self, job: Job, condition: str, values: dict[str, Any], *, ring_at: float | None = None
+    ) -> Job:
+        sets = "#state = :queued, in_ring = :true"
+        if ring_at is not None:
+            sets += ", ring_at = :ring_at"
+            values = {**values, ":ring_at": n(ring_at)}
         items = [
             self._job_update(
                 job.job_id,
-                "SET #state = :queued, in_ring = :true REMOVE node_id, lease_until, progress",
+                f"SET {sets} REMOVE node_id, lease_until, progress",
                 condition,
                 {
                     ":queued": s(JobState.QUEUED),
@@ -484,7 +494,13 @@ class DynamoJobStore:
         except Cancelled as cancelled:
             raise self._conflict(job.job_id, cancelled.old(0), "it is not running") from None
         return replace(
-            job, state=JobState.QUEUED, in_ring=True, node_id=None, lease_until=None, progress=None
+            job,
+            state=JobState.QUEUED,
+            in_ring=True,
+            node_id=None,
+            lease_until=None,
+            progress=None,
+            ring_at=job.ring_at if ring_at is None else ring_at,
         )
 
     def requeue_expired(self, job_id: str, *, now: float, max_attempts: int) -> Job:
@@ -493,13 +509,15 @@ class DynamoJobStore:
             raise JobStateConflict(job_id, job.state, "its lease has not expired")
         condition = "#state = :running AND lease_until < :now"
         if job.attempt < max_attempts:
-            return self._requeue(job, condition, {":now": n(now)})
+            # Its message may be gone with its node: ring_at puts it in the reaper's resend.
+            return self._requeue(job, condition, {":now": n(now)}, ring_at=now)
         error = exhausted_error(max_attempts)
         items = [
             self._job_update(
                 job_id,
                 "SET #state = :failed, completed_at = :now, expires_at = :expires, "
-                "#error = :error, event_pending = :pending REMOVE lease_until, progress",
+                "#error = :error, event_pending = :pending "
+                "REMOVE lease_until, progress, live_account",
                 condition,
                 {
                     ":pending": s(EVENT_PENDING),
@@ -586,7 +604,7 @@ class DynamoJobStore:
         items = [
             self._job_update(
                 job.job_id,
-                f"SET {sets} REMOVE backlog_account",
+                f"SET {sets} REMOVE backlog_account, live_account",
                 "#state = :queued AND in_ring = :in_ring",
                 values,
                 names,
@@ -654,6 +672,29 @@ class DynamoJobStore:
                 raise JobNotFound(job_id) from None
             raise StorageError(f"record delivery failed: {error_code(exc)}") from exc
 
+    def live_jobs(self) -> list[LiveJob]:
+        request: dict[str, Any] = {"TableName": self.jobs, "IndexName": "live"}
+        found: list[LiveJob] = []
+        while True:
+            response = call("scan live jobs", self.db.scan, **request)
+            for item in response.get("Items", []):
+                found.append(
+                    LiveJob(
+                        job_id=item["job_id"]["S"],
+                        account_id=item["account_id"]["S"],
+                        state=JobState(item["state"]["S"]),
+                        in_ring=get_bool(item, "in_ring"),
+                        route=get_s(item, "route"),
+                        node_id=get_s(item, "node_id"),
+                        lease_until=get_n(item, "lease_until"),
+                        ring_at=get_n(item, "ring_at"),
+                        tier=get_s(item, "tier") or "free",
+                    )
+                )
+            if "LastEvaluatedKey" not in response:
+                return found
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     def backlog(self, account_id: str, *, limit: int) -> list[BacklogEntry]:
         response = call(
             "read backlog",
@@ -698,13 +739,31 @@ class DynamoJobStore:
                 job_id, cancelled.old(0), f"it is not queued on {from_route}"
             ) from None
 
-    def promote(self, job_id: str, account_id: str, share: RingShare, *, route: str) -> None:
+    def promote(
+        self,
+        job_id: str,
+        account_id: str,
+        share: RingShare,
+        *,
+        route: str,
+        now: float | None = None,
+    ) -> None:
+        sets = "in_ring = :true, route = :route, live_account = :account"
+        values = {
+            ":true": flag(True),
+            ":route": s(route),
+            ":queued": s(JobState.QUEUED),
+            ":account": s(account_id),
+        }
+        if now is not None:
+            sets += ", ring_at = :now"
+            values[":now"] = n(now)
         items = [
             self._job_update(
                 job_id,
-                "SET in_ring = :true, route = :route REMOVE backlog_account",
+                f"SET {sets} REMOVE backlog_account",
                 "#state = :queued AND attribute_exists(backlog_account)",
-                {":true": flag(True), ":route": s(route), ":queued": s(JobState.QUEUED)},
+                values,
             ),
             c.move_counters(
                 self.limits,
