@@ -42,7 +42,7 @@ from comfyfleet.domain import (
 from comfyfleet.errors import AccountNotFound, ComfyFleetError, JobStateConflict, NotFound
 from comfyfleet.queues import DEDUP_WINDOW_SECONDS, Received
 from comfyfleet.resources import RING_MAX_RECEIVES
-from comfyfleet.scheduling import Dispatcher
+from comfyfleet.scheduling import Dispatcher, ring_has_slot
 from comfyfleet.store.ports import LiveJob, exhausted_error
 
 logger = logging.getLogger(__name__)
@@ -288,10 +288,7 @@ class Reaper:
         now = self.clock.now()
         for account_id, counters in self.stores.limits.backlogged(now=now).items():
             share = self._share(account_id, None)
-            # A free slot, and a job it could run now: the stores' promote condition.
-            if counters.ring >= share.ring_slots:
-                continue
-            if counters.ring + counters.running >= share.concurrency:
+            if not ring_has_slot(counters.ring, counters.running, share):
                 continue
             promoted = self._item(report, self.dispatcher.promote, account_id, share)
             report.jobs_promoted.extend(promoted or [])
