@@ -83,8 +83,13 @@ class Agent:
     # -- start and stop ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Wait for ComfyUI, publish its node catalogue, register, start the heartbeat."""
-        stats = self.comfy.wait_ready(self.settings.comfy_start_timeout_seconds)
+        """Wait for ComfyUI, publish its node catalogue, register, start the heartbeat.
+
+        A SIGTERM while ComfyUI is still loading ends the wait (ComfyUnavailable).
+        """
+        stats = self.comfy.wait_ready(
+            self.settings.comfy_start_timeout_seconds, stop=self.stop.draining
+        )
         self.s3.put_object(
             Bucket=self.settings.model_bucket_name,
             Key=CATALOGUE_KEY,

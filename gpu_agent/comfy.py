@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -110,16 +111,21 @@ class ComfyClient:
         stats: dict[str, Any] = self._json("GET", "/system_stats")
         return stats
 
-    def wait_ready(self, timeout: float, *, poll: float = 1.0) -> dict[str, Any]:
-        """Wait until ComfyUI answers (its port opens only once every node is loaded)."""
+    def wait_ready(
+        self, timeout: float, *, poll: float = 1.0, stop: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """Wait until ComfyUI answers (its port opens only once every node is loaded).
+
+        Raises ComfyUnavailable at the timeout, or as soon as ``stop`` is set.
+        """
         deadline = time.monotonic() + timeout
+        stop = stop or threading.Event()
         while True:
             try:
                 return self.system_stats()
             except ComfyUnavailable:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or stop.wait(poll):
                     raise
-                time.sleep(poll)
 
     def object_info(self) -> bytes:
         response = self._request("GET", "/object_info", timeout=max(self.timeout, 60))

@@ -24,7 +24,7 @@ from comfyfleet.store.ports import ModelRecord
 from comfyfleet.workflow import ModelRef, normalise_url
 from gpu_agent.agent import Agent
 from gpu_agent.cache import ModelCache
-from gpu_agent.comfy import ComfyClient
+from gpu_agent.comfy import ComfyClient, ComfyUnavailable
 from gpu_agent.identity import node_id as find_node_id
 from gpu_agent.identity import spot_interruption_notice
 from gpu_agent.metrics import AgentMetrics, CloudWatchMetrics
@@ -153,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parts.agent.start()
         parts.agent.run_forever()
+    except ComfyUnavailable:
+        if not parts.agent.stop.draining.is_set():
+            raise  # ComfyUI never came up: a failed start, for systemd to restart
+        logger.info("stopped before ComfyUI came up")
     finally:
         parts.agent.shutdown()
         parts.sources.close()

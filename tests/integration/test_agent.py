@@ -193,8 +193,9 @@ def test_a_job_with_a_model_by_url_syncs_it_once_runs_and_uploads_its_image(
     assert node.work() == [Ending.COMPLETED]
     assert dynamo.jobs.get(second.job_id).state is JobState.COMPLETED
     assert len(origin.requests_for("/models/tiny.safetensors")) == 1  # a cache hit
-    registered = dynamo.nodes.get("a")
-    assert model["key"] in registered.cached and registered.status is NodeStatus.IDLE
+    # The heartbeat thread reports the node free again, right after the job.
+    _wait_for(lambda: dynamo.nodes.get("a").status is NodeStatus.IDLE)
+    assert model["key"] in dynamo.nodes.get("a").cached
 
 
 def test_start_publishes_the_catalogue_and_registers_the_node(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from comfyfleet.cli import main as cli_main
+from gpu_agent.comfy import ComfyClient, ComfyUnavailable
 from gpu_agent.main import main as agent_main
 from gpu_agent.settings import AgentSettings
 
@@ -55,3 +59,17 @@ def test_an_unknown_argument_is_refused(capsys: pytest.CaptureFixture[str]) -> N
 
     assert exited.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_a_stop_while_comfyui_is_still_loading_ends_the_wait_at_once() -> None:
+    with socket.socket() as probe:  # a port nothing listens on: ComfyUI still loading
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+
+    with pytest.raises(ComfyUnavailable):
+        ComfyClient(url, timeout=1).wait_ready(900, poll=0.1, stop=stop)
+
+    assert time.monotonic() - started < 3
