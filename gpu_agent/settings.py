@@ -38,9 +38,6 @@ class AgentSettings(Settings):
     heartbeat_seconds: float = Field(
         5.0, gt=0, description="How often the node registry and a running job's lease renew."
     )
-    drain_grace_seconds: int = Field(
-        120, ge=0, description="On SIGTERM or a spot notice, how long the current job may finish."
-    )
     comfy_start_timeout_seconds: int = Field(
         900, gt=0, description="How long to wait for ComfyUI to come up at start."
     )
