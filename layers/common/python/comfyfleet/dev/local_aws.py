@@ -53,7 +53,10 @@ class LocalAws:
             create_backend_app,
         )
 
+        from comfyfleet.dev.moto_transactions import item_level_rollback
+
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        item_level_rollback()  # transactions at the cost of their items, not their tables
         app = _AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
             self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler
