@@ -40,7 +40,8 @@ def test_comfyfleet_agent_help_exits_cleanly(capsys: pytest.CaptureFixture[str])
         cli_main(["agent", "--help"])
 
     assert exited.value.code == 0
-    assert "comfyfleet agent" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "comfyfleet agent" in out and "SIGTERM" in out
 
 
 def test_a_bad_agent_setting_stops_start_up_naming_its_variable(

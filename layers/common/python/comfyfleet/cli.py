@@ -199,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     fakecomfy.set_defaults(handler=cmd_fakecomfy)
 
     agent = commands.add_parser(
-        "agent", help="run the GPU agent beside ComfyUI (configured by COMFYFLEET_ variables)"
+        "agent",
+        help="run the GPU agent beside ComfyUI (configured by COMFYFLEET_ variables)",
+        description="Run the GPU agent beside ComfyUI until SIGTERM (once: drain; twice: "
+        "interrupt and release), as python -m gpu_agent does. Configured by COMFYFLEET_ "
+        "environment variables: see docs/settings.md.",
     )
     agent.set_defaults(handler=cmd_agent)
 
