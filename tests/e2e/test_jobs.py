@@ -74,13 +74,28 @@ def test_a_model_by_url_is_synced_once_linked_used_and_then_a_cache_hit(
     assert link.is_symlink() and Path(os.readlink(link)).is_file()
 
 
-def test_a_running_job_is_cancelled(user: Client, checkpoint_url: str) -> None:
+def preview_link(user: Client, job_id: str) -> str | None:
+    """The preview route's redirect target, once the job has a preview frame."""
+    answer = user.session.get(
+        f"{user.api_url}/v1/jobs/{job_id}/preview",
+        headers={"Authorization": f"Bearer {user.api_key}"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    return answer.headers["Location"] if answer.status_code == 302 else None
+
+
+def test_a_running_job_shows_a_preview_and_is_cancelled(user: Client, checkpoint_url: str) -> None:
     job_id = sd15(user, checkpoint_url, steps=150, seed=11)  # 7.5 s of sampling
     eventually(lambda: user.get(job_id)["status"] == "running", timeout=20)
+    link = eventually(lambda: preview_link(user, job_id), timeout=6)
+    frame = requests.get(link, timeout=10)
 
     answer = user.cancel(job_id)
     job = user.wait(job_id, timeout=10)
 
+    assert frame.status_code == 200
+    assert frame.content[:3] == b"\xff\xd8\xff" or frame.content[:4] == b"\x89PNG"
     assert answer["cancel_requested"] is True or answer["status"] == "cancelled"
     assert job["status"] == "cancelled", job
 
