@@ -66,7 +66,7 @@ def test_a_job_leaves_the_live_jobs_when_it_ends(stores: Stores) -> None:
     assert live(stores) == {}
 
 
-def test_a_requeue_stamps_ring_at_and_a_release_keeps_it(stores: Stores) -> None:
+def test_a_job_back_in_the_ring_is_stamped_ring_at(stores: Stores) -> None:
     account = stores.accounts.create(tier="free", name="", now=NOW).account_id
     lost, released = admit_to_ring(stores, account), admit_to_ring(stores, account)
     claim(stores, lost, node="node-a")
@@ -76,7 +76,7 @@ def test_a_requeue_stamps_ring_at_and_a_release_keeps_it(stores: Stores) -> None
     back = stores.jobs.release(released.job_id, "node-b", now=NOW + 5)
 
     assert again.ring_at == NOW + 61 and stores.jobs.get(lost.job_id).ring_at == NOW + 61
-    assert back.ring_at == NOW and stores.jobs.get(released.job_id).ring_at == NOW
+    assert back.ring_at == NOW + 5 and stores.jobs.get(released.job_id).ring_at == NOW + 5
     assert live(stores) == {
         lost.job_id: (JobState.QUEUED, True, None),
         released.job_id: (JobState.QUEUED, True, None),

@@ -268,6 +268,20 @@ def test_a_job_whose_message_was_lost_with_its_node_is_sent_to_shared(world: Wor
     assert world.job(job).node_id == "n2"
 
 
+def test_a_job_released_as_its_node_queue_went_is_sent_to_shared(world: World) -> None:
+    node_url = world.node("n1")
+    job = world.admit_to("n1", send_to=node_url)
+    received = world.take(node_url, "n1")
+    # Terminated past the drain grace: the agent releases its job, its queue is deleted.
+    world.stores.jobs.release(job.job_id, "n1", now=world.clock.now())
+    world.queues.delete(received)
+    world.stores.nodes.remove("n1")
+    world.clock.advance(world.settings.ring_resend_after_seconds)
+
+    assert world.reap().messages_resent == [job.job_id]
+    assert world.job(job).route == SHARED_ROUTE and world.queues.depth(SHARED) == 1
+
+
 def test_a_dead_nodes_job_whose_message_waits_in_its_queue_moves_to_shared(world: World) -> None:
     node_url = world.node("n1")
     job = world.admit_to("n1", send_to=node_url)

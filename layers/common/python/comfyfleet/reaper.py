@@ -9,9 +9,9 @@ In order, each step reading what the ones before it wrote:
 4. ring jobs that may have no message (a send failed after admission or promotion, or the
    message was lost with its node) → sent again. Only while SQS still deduplicates by job id
    (5 minutes from the first send): if the first send worked, SQS drops the copy, so a job
-   waiting its turn is not doubled. A job back from a lost node is stamped anew by the
-   requeue; its resend may double its message once, which the conditional claim makes
-   harmless;
+   waiting its turn is not doubled. A job back in the ring (released, or requeued from a
+   lost node) is stamped anew; its resend may double its message once, which the
+   conditional claim makes harmless;
 5. messages in the job DLQ → their queued job failed with the reason, its event published;
 6. accounts with a backlog and a free ring slot (a promoter died in between) → promoted;
 7. events whose publication failed → published.

@@ -303,7 +303,8 @@ class MemoryJobStore:
 
     def release(self, job_id: str, node_id: str, *, now: float) -> Job:
         with self.m.lock:
-            return self._requeue(self._running_here(job_id, node_id, "it is not running here"))
+            job = self._running_here(job_id, node_id, "it is not running here")
+            return self._requeue(job, ring_at=now)
 
     def _requeue(self, job: Job, *, ring_at: float | None = None) -> Job:
         self._counts(job.account_id).move(running=-1, waiting=1, ring=1)

@@ -151,7 +151,11 @@ class JobStore(Protocol):
         ...
 
     def release(self, job_id: str, node_id: str, *, now: float) -> Job:
-        """running → queued again for another node (its message becomes visible again)."""
+        """running → queued again for another node (its message becomes visible again).
+
+        Back in the ring, ring_at = now: if its message was lost (its node queue deleted
+        with the node), the reaper's resend gives it one.
+        """
         ...
 
     def cancel(self, job_id: str, *, now: float) -> Job:
@@ -163,8 +167,8 @@ class JobStore(Protocol):
         ...
 
     def requeue_expired(self, job_id: str, *, now: float, max_attempts: int) -> Job:
-        """running with an expired lease → queued again (ring_at = now: its message may be
-        lost with its node), or failed when out of attempts."""
+        """running with an expired lease → queued again (ring_at = now, as for release), or
+        failed when out of attempts."""
         ...
 
     def backlog(self, account_id: str, *, limit: int) -> list[BacklogEntry]:

@@ -465,7 +465,8 @@ class DynamoJobStore:
         job = self.get(job_id)
         if job.state is not JobState.RUNNING or job.node_id != node_id:
             raise JobStateConflict(job_id, job.state, "it is not running on this node")
-        return self._requeue(job, "#state = :running AND node_id = :node", {":node": s(node_id)})
+        condition = "#state = :running AND node_id = :node"
+        return self._requeue(job, condition, {":node": s(node_id)}, ring_at=now)
 
     def _requeue(
         self, job: Job, condition: str, values: dict[str, Any], *, ring_at: float | None = None
@@ -509,7 +510,6 @@ class DynamoJobStore:
             raise JobStateConflict(job_id, job.state, "its lease has not expired")
         condition = "#state = :running AND lease_until < :now"
         if job.attempt < max_attempts:
-            # Its message may be gone with its node: ring_at puts it in the reaper's resend.
             return self._requeue(job, condition, {":now": n(now)}, ring_at=now)
         error = exhausted_error(max_attempts)
         items = [
