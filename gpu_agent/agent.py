@@ -182,6 +182,12 @@ class Agent:
                 logger.exception("AWS call failed; backing off %.0f s", backoff)
                 self.stop.draining.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_CAP_SECONDS)
+            except Exception:
+                # A bug met by one job must not end the loop: its message comes back when
+                # its visibility runs out, its lease lets another node take it over.
+                logger.exception("unexpected error; backing off %.0f s", backoff)
+                self.stop.draining.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_CAP_SECONDS)
 
     def _receive(self) -> Received | None:
         """Own queue first (its jobs' models are here), then the shared queue."""

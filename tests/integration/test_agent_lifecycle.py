@@ -306,3 +306,33 @@ def test_progress_is_written_at_most_once_a_second_and_previews_once_per_interva
         (preview_key(job.job_id, "jpeg"), "image/jpeg")
     }
     assert all(b[0] - a[0] >= 0.49 for a, b in zip(previews, previews[1:], strict=False))
+
+
+def test_an_unexpected_error_in_one_job_does_not_end_the_loop(
+    make_node: MakeNode,
+    dispatcher: Dispatcher,
+    dynamo: Stores,
+    account: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = make_node("a", lease_seconds=2, receive_wait_seconds=1)
+    job = submit(dispatcher, account, basic_graph())
+    run = node.agent.runner.run
+    failures: list[str] = []
+
+    def first_run_fails(*args: Any) -> Ending:
+        if not failures:
+            failures.append("bug")
+            raise ValueError("a bug met by this job")
+        return run(*args)
+
+    monkeypatch.setattr(node.agent.runner, "run", first_run_fails)
+    worker = threading.Thread(target=node.agent.run_forever, daemon=True)
+    worker.start()
+    try:
+        # Taken over once its 2 s lease ran out: the same loop completes it.
+        _wait_for(lambda: _states(dynamo, job.job_id) == [(JobState.COMPLETED, 2)], timeout=30)
+    finally:
+        node.agent.request_stop()
+        worker.join(timeout=15)
+    assert failures == ["bug"] and not worker.is_alive()
