@@ -90,3 +90,23 @@ def test_a_comfy_target_is_a_url_and_the_comfyui_folder() -> None:
 
     assert target.url == "http://10.0.0.5:8188"
     assert target.root == Path("~/ComfyUI").expanduser()
+
+
+def test_the_banner_gives_commands_that_find_this_stack(tmp_path: Path) -> None:
+    from comfyfleet.dev.stack import banner
+
+    info = {
+        "api_url": "http://127.0.0.1:8080",
+        "user_key": "sk_live_user",
+        "moto_url": "http://127.0.0.1:5000",
+        "state_dir": str(tmp_path),
+        "absent_functions": ["reaper"],
+        "agents": [{"node_id": "dev-node-1", "pid": 42, "comfy_url": "http://127.0.0.1:8188"}],
+    }
+
+    text = banner(info)
+
+    assert f"submit examples/hello.json --wait --out out/ --state-dir {tmp_path}" in text
+    assert "Authorization: Bearer sk_live_user' http://127.0.0.1:8080/v1/usage" in text
+    assert "dev-node-1 (pid 42) -> http://127.0.0.1:8188" in text
+    assert "functions/reaper/app.py: not run" in text

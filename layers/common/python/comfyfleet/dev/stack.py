@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ logger = logging.getLogger("devstack." + __name__.rsplit(".", 1)[-1])
 
 REGION = "us-east-1"
 STATE_FILE = "dev.json"
+DEFAULT_STATE_DIR = ".comfyfleet"
 ADMIN_TIER = "enterprise"
 AUTHORIZER_TTL_SECONDS = 5.0  # API Gateway's is 300 s; short here so revoking shows quickly
 # Agent defaults that suit one machine; a COMFYFLEET_* variable already set wins.
@@ -353,12 +355,15 @@ def banner(info: dict[str, Any]) -> str:
         lines.append(f"  agent       {node} (pid {pid}) -> {comfy}")
     for name in info.get("absent_functions") or []:
         lines.append(f"  absent      functions/{name}/app.py: not run")
+    cli = _cli_command()
+    state = Path(info["state_dir"])
+    where = "" if state == Path(DEFAULT_STATE_DIR).resolve() else f" --state-dir {state}"
     lines += [
-        f"  state       {info['state_dir']}/{STATE_FILE} (keys), logs in {info['state_dir']}/logs",
+        f"  state       {state}/{STATE_FILE} (keys), logs in {state}/logs",
         "",
         "Try:",
-        "  comfyfleet submit examples/hello.json --wait --out out/",
-        "  comfyfleet ls",
+        f"  {cli} submit examples/hello.json --wait --out out/{where}",
+        f"  {cli} ls{where}",
         f"  curl -s -H 'Authorization: Bearer {key}' {api}/v1/usage",
         f"  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",
         f'       -d "{{\\"prompt\\": $(cat examples/hello.json)}}" {api}/v1/jobs',
@@ -366,3 +371,12 @@ def banner(info: dict[str, Any]) -> str:
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
+
+
+def _cli_command() -> str:
+    """How to call this installation's `comfyfleet` from a shell."""
+    beside = Path(sys.executable).parent / "comfyfleet"
+    on_path = shutil.which("comfyfleet")
+    if on_path and (not beside.exists() or Path(on_path).resolve() == beside.resolve()):
+        return "comfyfleet"
+    return str(beside) if beside.exists() else f"{sys.executable} -m comfyfleet.cli"
