@@ -12,6 +12,9 @@ Two figures per handler:
   whole cold start before the first request is served. Reported against the same baseline,
   so the lazy imports cannot hide a cost, only move it.
 
+A third row imports a naive stack (boto3, pydantic, the resolver, Logger, Metrics and
+Tracer, all at start-up) for scale.
+
 Each sample is the time inside the child from before the first import to after the last
 (interpreter start-up is the same for all and left out). Samples of the three kinds are
 taken in turn, so background load spreads evenly over them. Bytecode caches are warmed
@@ -64,8 +67,17 @@ def _script(body: str) -> str:
     return _TIMED.format(body=body)
 
 
+# A naive stack, everything imported at start-up (2.8x when first measured): for scale.
+_NAIVE = """
+import boto3, pydantic
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+Tracer(service="naive")
+"""
+
+
 def _scripts() -> dict[str, str]:
-    scripts = {"boto3": _script("import boto3\n")}
+    scripts = {"boto3": _script("import boto3\n"), "naive": _script(_NAIVE)}
     for name, lazy in HANDLERS.items():
         load = _LOAD.format(path=str(FUNCTIONS / name / "app.py"))
         scripts[f"{name} import"] = _script(load)
@@ -77,7 +89,8 @@ def _environment(name: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMFYFLEET_", "AWS_"))}
     env.update(LAMBDA_ENV)
     # Where Lambda puts the function's code; it also turns Powertools' tracing on.
-    env["LAMBDA_TASK_ROOT"] = str(FUNCTIONS / name.split()[0]) if name != "boto3" else str(ROOT)
+    handler = name.split()[0]
+    env["LAMBDA_TASK_ROOT"] = str(FUNCTIONS / handler) if handler in HANDLERS else str(ROOT)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # after the warm-up: every run sees the same caches
     return env
 
@@ -108,8 +121,19 @@ def measure(runs: int) -> dict[str, Timing]:
 
 def run(quick: bool = False) -> list[Figure]:
     timings = measure(runs=10 if quick else 21)
-    base = timings["boto3"]
-    figures = []
+    base, naive = timings["boto3"], timings["naive"]
+    figures = [
+        Figure(
+            name="cold import: naive stack (for scale)",
+            value=naive.median / base.median,
+            unit="x boto3",
+            goal="report",
+            ok=True,
+            baseline=f"boto3, pydantic, the resolver, Logger, Metrics, Tracer at start-up: "
+            f"{naive.median * 1000:.0f} ms vs {base.median * 1000:.0f} ms",
+            noise=f"spread {naive.noise:.0%}, n={naive.runs}",
+        )
+    ]
     for name in HANDLERS:
         for kind in ("import", "import + build"):
             timing = timings[f"{name} {kind}"]
