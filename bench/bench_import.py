@@ -1,6 +1,6 @@
 """Cold start of the Lambda handlers: each measured in a fresh interpreter, against a bare
 ``import boto3`` measured in the same run (goal: at most 1.5x, Logger, Metrics and Tracer in
-place; a naive stack measures 2.8x on these machines).
+place; a naive stack, the first row, measured 2.8x when first measured here).
 
 Two figures per handler:
 
@@ -12,12 +12,12 @@ Two figures per handler:
   whole cold start before the first request is served. Reported against the same baseline,
   so the lazy imports cannot hide a cost, only move it.
 
-A third row imports a naive stack (boto3, pydantic, the resolver, Logger, Metrics and
+The first row imports a naive stack (boto3, pydantic, the resolver, Logger, Metrics and
 Tracer, all at start-up) for scale.
 
 Each sample is the time inside the child from before the first import to after the last
-(interpreter start-up is the same for all and left out). Samples of the three kinds are
-taken in turn, so background load spreads evenly over them. Bytecode caches are warmed
+(interpreter start-up is the same for all and left out). Samples of all kinds are taken
+in turn, so background load spreads evenly over them. Bytecode caches are warmed
 first: every kind runs with its .pyc files present.
 """
 
