@@ -1,6 +1,6 @@
 """Cold start of the Lambda handlers: each measured in a fresh interpreter, against a bare
 ``import boto3`` measured in the same run (goal: at most 1.5x, Logger, Metrics and Tracer in
-place; a naive stack, the first row, measured 2.8x when first measured here).
+place; the first row, a naive stack, has measured 2.8x on these machines).
 
 Two figures per handler:
 
