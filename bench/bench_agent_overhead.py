@@ -353,6 +353,14 @@ class _Agent:
             **extra,
         )
 
+    @contextmanager
+    def _stopping_comfy_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.comfy.stop()  # no orphan fakecomfy process
+            raise
+
     def _started(self, parts: Parts) -> None:
         self.parts = parts
         self.probe = _Probe(parts.agent.comfy)
@@ -429,20 +437,20 @@ class _MemoryAgent(_Agent):
     def __init__(self, root: Path) -> None:
         super().__init__()
         settings = self._settings(root, "bench-memory", shared_queue_url="memory://shared")
-        stores = memory_stores(settings)
-        parts = build(
-            settings,
-            stores=stores,
-            queues=MemoryQueues(time.time),
-            s3=_MemoryS3(),
-            node_queue_url="memory://node-bench-memory",
-            on_ec2=False,
-            events=MemoryJobEvents(),
-        )
-        parts.cache.source = _LocalSource()
-        if parts.agent.metrics is not None:
-            parts.agent.metrics.sink.cloudwatch = _NoCloudWatch()
-        self._started(parts)
+        with self._stopping_comfy_on_error():
+            parts = build(
+                settings,
+                stores=memory_stores(settings),
+                queues=MemoryQueues(time.time),
+                s3=_MemoryS3(),
+                node_queue_url="memory://node-bench-memory",
+                on_ec2=False,
+                events=MemoryJobEvents(),
+            )
+            parts.cache.source = _LocalSource()
+            if parts.agent.metrics is not None:
+                parts.agent.metrics.sink.cloudwatch = _NoCloudWatch()
+            self._started(parts)
 
 
 class _AwsAgent(_Agent):
@@ -455,13 +463,14 @@ class _AwsAgent(_Agent):
             root, "bench-aws", shared_queue_url=provisioned.queue_urls["shared"]
         )
         ref = ModelRef(**self.models[0])
-        # The model waits in the S3 mirror: the warm-up job syncs it from there.
-        client("s3").put_object(
-            Bucket=settings.model_bucket_name,
-            Key=f"{MODEL_MIRROR_PREFIX}{ref.key}",
-            Body=placeholder_safetensors(),
-        )
-        self._started(build(settings, s3=client("s3"), on_ec2=False))
+        with self._stopping_comfy_on_error():
+            # The model waits in the S3 mirror: the warm-up job syncs it from there.
+            client("s3").put_object(
+                Bucket=settings.model_bucket_name,
+                Key=f"{MODEL_MIRROR_PREFIX}{ref.key}",
+                Body=placeholder_safetensors(),
+            )
+            self._started(build(settings, s3=client("s3"), on_ec2=False))
 
 
 class _ThinWrapper:

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections import namedtuple
 from collections.abc import Iterator
 from dataclasses import replace
@@ -202,6 +203,12 @@ def test_a_failed_download_fails_every_waiter_and_is_retried_later(dirs: Dirs) -
     for thread in threads:
         thread.start()
     assert source.started.wait(5)
+    # Fail the download only once all four wait on it (a caller arriving after the failure
+    # would rightly try again, and a slow thread start must not make that happen).
+    deadline = time.monotonic() + 10
+    while cache.report().misses < 4:
+        assert time.monotonic() < deadline, "the callers never all asked"
+        time.sleep(0.01)
     source.gate.set()
     for thread in threads:
         thread.join(10)
