@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CORE_CATALOGUE := layers/common/python/comfyfleet/data/object_info_core.json
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench synth clean
 
 install: $(INSTALLED)
 
@@ -43,6 +43,11 @@ demo: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python -m bench
+
+# The CloudFormation template into cdk.out/, offline (no AWS credentials, no Docker); the
+# cdk command itself: `npx aws-cdk@^2 deploy` (README, "Deploying to AWS").
+synth: $(INSTALLED)
+	$(BIN)/python cdk/app.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out cdk.out .comfyfleet

@@ -1,0 +1,368 @@
+"""Fleet: the GPU nodes. A VPC, a launch template (IMDSv2 only, encrypted disks), the
+instance role (its queues, buckets and tables; nothing broader), user data that runs
+ComfyUI and the agent as systemd services, and the auto scaling group: optional spot mix,
+a termination hook that lets a node drain, scaling on shared-queue backlog per node."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3_assets as s3_assets
+from constructs import Construct
+
+from comfyfleet import resources
+from comfyfleet_cdk import access
+from comfyfleet_cdk.config import ROOT, DeploymentConfig, settings_environment
+from comfyfleet_cdk.data import OUTPUTS_PREFIX, PREVIEWS_PREFIX, Data
+from comfyfleet_cdk.functions import retention
+from comfyfleet_cdk.queues import Queues
+from gpu_agent.settings import AgentSettings
+
+USER_DATA = Path(__file__).parent / "userdata" / "node.sh"
+UV_VERSION = "0.9.5"
+TORCH_INDEX = "https://download.pytorch.org/whl/cu124"
+# Of the cache disk's free space at boot, the share the model cache may fill.
+CACHE_SHARE_PERCENT = 85
+# Extra time the termination hook and systemd give beyond the agent's drain grace.
+HOOK_MARGIN_SECONDS = 120
+# What an agent install needs from this repository (the rest stays out of the asset).
+AGENT_SOURCE = ("pyproject.toml", "README.md", "layers/common/python/comfyfleet", "gpu_agent")
+
+
+def agent_source_dir() -> Path:
+    """A copy of the files ``pip install .[agent]`` needs, for the instances' asset."""
+    staging = Path(tempfile.mkdtemp(prefix="comfyfleet-agent-source-"))
+    atexit.register(shutil.rmtree, staging, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
+    for relative in AGENT_SOURCE:
+        source, target = ROOT / relative, staging / relative
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=ignore)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return staging
+
+
+def systemd_value(value: str) -> str:
+    """A value as a systemd EnvironmentFile reads it back unchanged."""
+    if value and all(c.isalnum() or c in "-_.,:/@+=" for c in value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Fleet(Construct):
+    """The GPU fleet: ``asg`` and its ``instance_role``."""
+
+    def __init__(
+        self, scope: Construct, id: str, *, config: DeploymentConfig, data: Data, queues: Queues
+    ) -> None:
+        super().__init__(scope, id)
+        stack = Stack.of(self)
+        settings = config.settings
+        agent = config.agent
+
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            max_azs=3,
+            nat_gateways=0,  # nodes reach out through their public address; nothing reaches in
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="nodes", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=20
+                )
+            ],
+            gateway_endpoints={
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
+                "DynamoDB": ec2.GatewayVpcEndpointOptions(
+                    service=ec2.GatewayVpcEndpointAwsService.DYNAMODB
+                ),
+            },
+        )
+        self.vpc.add_flow_log(
+            "FlowLogs",
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(
+                logs.LogGroup(self, "FlowLogGroup", retention=retention(config.log_retention_days))
+            ),
+            traffic_type=ec2.FlowLogTrafficType.REJECT,
+        )
+        security_group = ec2.SecurityGroup(
+            self,
+            "NodeSecurityGroup",
+            vpc=self.vpc,
+            description="comfyfleet GPU nodes: no inbound, all outbound",
+            allow_all_outbound=True,
+        )
+
+        self.instance_role = iam.Role(
+            self,
+            "InstanceRole",
+            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            description=f"{settings.prefix} GPU node (agent)",
+        )
+        self._grant(config, data, queues)
+
+        source = s3_assets.Asset(self, "AgentSource", path=str(agent_source_dir()))
+        # The one object, not the asset bucket: Asset.grant_read would open all of it.
+        self.instance_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    stack.format_arn(
+                        service="s3",
+                        region="",
+                        account="",
+                        resource=source.s3_bucket_name,
+                        resource_name=source.s3_object_key,
+                    )
+                ],
+            )
+        )
+        environment = settings_environment(
+            agent,
+            {
+                "shared_queue_url": queues.shared.queue_url,
+                "events_topic_arn": queues.events.topic_arn,
+                "cdn_domain": (
+                    data.distribution.distribution_domain_name if data.distribution else ""
+                ),
+            },
+            model=AgentSettings,
+        )
+        environment["AWS_DEFAULT_REGION"] = stack.region
+        script = render_user_data(
+            config,
+            environment,
+            source_bucket=source.s3_bucket_name,
+            source_key=source.s3_object_key,
+            region=stack.region,
+        )
+        user_data = ec2.UserData.custom(script)
+
+        if config.ami_id:
+            image = ec2.MachineImage.generic_linux({stack.region: config.ami_id})
+        else:
+            image = ec2.MachineImage.from_ssm_parameter(
+                config.ami_parameter, os=ec2.OperatingSystemType.LINUX
+            )
+        self.launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            launch_template_name=f"{settings.prefix}-gpu-node",
+            instance_type=ec2.InstanceType(config.instance_type),
+            machine_image=image,
+            role=self.instance_role,
+            security_group=security_group,
+            user_data=user_data,
+            require_imdsv2=True,
+            http_put_response_hop_limit=1,
+            detailed_monitoring=True,
+            associate_public_ip_address=True,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/sda1",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        config.volume_gb,
+                        encrypted=True,
+                        volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        delete_on_termination=True,
+                    ),
+                )
+            ],
+        )
+
+        subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
+        common = {
+            "vpc": self.vpc,
+            "vpc_subnets": subnets,
+            "min_capacity": config.min_nodes,
+            "max_capacity": config.max_nodes,
+            "desired_capacity": config.desired_nodes,
+            "group_metrics": [autoscaling.GroupMetrics.all()],
+            "auto_scaling_group_name": f"{settings.prefix}-gpu-nodes",
+        }
+        if config.spot:
+            types = [config.instance_type, *config.spot_instance_types]
+            self.asg = autoscaling.AutoScalingGroup(
+                self,
+                "Nodes",
+                mixed_instances_policy=autoscaling.MixedInstancesPolicy(
+                    launch_template=self.launch_template,
+                    launch_template_overrides=[
+                        autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
+                        for t in dict.fromkeys(types)
+                    ],
+                    # The minimum stays on demand; everything above it is spot.
+                    instances_distribution=autoscaling.InstancesDistribution(
+                        on_demand_base_capacity=config.min_nodes,
+                        on_demand_percentage_above_base_capacity=0,
+                        spot_allocation_strategy=(
+                            autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED
+                        ),
+                    ),
+                ),
+                capacity_rebalance=True,
+                **common,  # type: ignore[arg-type]
+            )
+        else:
+            self.asg = autoscaling.AutoScalingGroup(
+                self,
+                "Nodes",
+                launch_template=self.launch_template,
+                **common,  # type: ignore[arg-type]
+            )
+
+        self.drain_hook = self.asg.add_lifecycle_hook(
+            "Drain",
+            lifecycle_hook_name=f"{settings.prefix}-drain",
+            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_TERMINATING,
+            heartbeat_timeout=Duration.seconds(agent.drain_grace_seconds + HOOK_MARGIN_SECONDS),
+            default_result=autoscaling.DefaultResult.CONTINUE,
+        )
+        self.backlog_scaling = self._scale_on_backlog(config, queues)
+
+    def _grant(self, config: DeploymentConfig, data: Data, queues: Queues) -> None:
+        role, stack, settings = self.instance_role, Stack.of(self), config.settings
+        tables = data.tables
+        used = [
+            (definition, tables[definition.logical])
+            for definition in (
+                resources.JOBS,
+                resources.NODES,
+                resources.MODELS,
+                resources.ACCOUNTS,
+                resources.LIMITS,
+            )
+        ]
+        access.table_access(role, used, access.TABLE_READ + access.TABLE_WRITE)
+        access.table_access(
+            role, [(resources.NODES, tables[resources.NODES.logical])], access.TABLE_SCAN
+        )
+        access.queue_access(
+            role,
+            [access.queues_by_prefix(stack, settings)],
+            access.QUEUE_SEND + access.QUEUE_CONSUME,
+        )
+        access.queue_access(
+            role,
+            [access.queues_by_prefix(stack, settings, node_only=True)],
+            access.NODE_QUEUE_MANAGE,
+        )
+        mirror = resources.MODEL_MIRROR_PREFIX
+        access.object_access(
+            role,
+            data.models,
+            [f"{mirror}*", resources.CATALOGUE_KEY],
+            access.OBJECT_READ + access.OBJECT_WRITE,
+        )
+        access.bucket_listing(role, data.models, mirror)
+        access.object_access(
+            role,
+            data.outputs,
+            [f"{OUTPUTS_PREFIX}*", f"{PREVIEWS_PREFIX}*"],
+            access.OBJECT_READ + access.OBJECT_WRITE,
+        )
+        access.topic_publish(role, queues.events)
+        access.metric_publish(role)
+
+    def _scale_on_backlog(
+        self, config: DeploymentConfig, queues: Queues
+    ) -> autoscaling.CfnScalingPolicy:
+        """Target tracking on (visible shared-queue messages) / (nodes in service)."""
+
+        def metric(
+            id: str, namespace: str, name: str, dimension: str, value: str, stat: str
+        ) -> autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty:
+            return autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                id=id,
+                return_data=False,
+                metric_stat=autoscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
+                    metric=autoscaling.CfnScalingPolicy.MetricProperty(
+                        namespace=namespace,
+                        metric_name=name,
+                        dimensions=[
+                            autoscaling.CfnScalingPolicy.MetricDimensionProperty(
+                                name=dimension, value=value
+                            )
+                        ],
+                    ),
+                    stat=stat,
+                ),
+            )
+
+        return autoscaling.CfnScalingPolicy(
+            self,
+            "BacklogPerNode",
+            auto_scaling_group_name=self.asg.auto_scaling_group_name,
+            policy_type="TargetTrackingScaling",
+            estimated_instance_warmup=600,  # image boot, ComfyUI and PyTorch install
+            target_tracking_configuration=autoscaling.CfnScalingPolicy.TargetTrackingConfigurationProperty(
+                target_value=float(config.backlog_per_node),
+                customized_metric_specification=autoscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
+                    metrics=[
+                        metric(
+                            "backlog",
+                            "AWS/SQS",
+                            "ApproximateNumberOfMessagesVisible",
+                            "QueueName",
+                            queues.shared.queue_name,
+                            "Sum",
+                        ),
+                        metric(
+                            "nodes",
+                            "AWS/AutoScaling",
+                            "GroupInServiceInstances",
+                            "AutoScalingGroupName",
+                            self.asg.auto_scaling_group_name,
+                            "Average",
+                        ),
+                        autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                            id="backlog_per_node",
+                            expression="backlog / nodes",
+                            label="Shared-queue messages per node in service",
+                            return_data=True,
+                        ),
+                    ]
+                ),
+            ),
+        )
+
+
+def render_user_data(
+    config: DeploymentConfig,
+    environment: dict[str, str],
+    *,
+    source_bucket: str,
+    source_key: str,
+    region: str,
+) -> str:
+    """The node's bootstrap script with this deployment's values filled in."""
+    agent = config.agent
+    values = {
+        "CACHE_DIR": str(agent.cache_dir),
+        "COMFY_ROOT": str(agent.comfy_root),
+        "COMFY_PORT": agent.comfy_url.rsplit(":", 1)[-1].strip("/") or "8188",
+        "COMFYUI_VERSION": config.comfyui_version,
+        "UV_VERSION": UV_VERSION,
+        "TORCH_INDEX": TORCH_INDEX,
+        "REGION": region,
+        "SOURCE_BUCKET": source_bucket,
+        "SOURCE_KEY": source_key,
+        "CACHE_SHARE_PERCENT": str(CACHE_SHARE_PERCENT),
+        "STOP_TIMEOUT": str(agent.drain_grace_seconds + 30),
+        "AGENT_ENVIRONMENT": "\n".join(
+            f"{name}={systemd_value(value)}" for name, value in sorted(environment.items())
+        ),
+    }
+    script = USER_DATA.read_text()
+    for name, value in values.items():
+        script = script.replace(f"@@{name}@@", value)
+    return script

@@ -1,0 +1,84 @@
+"""cdk-nag AwsSolutions acknowledgements, each with the reason it does not apply here.
+
+IAM wildcard findings are acknowledged where each grant is made (comfyfleet_cdk.access);
+these are the rest, on the narrowest construct that raises them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aws_cdk import Acknowledgment, Validations
+from constructs import IConstruct
+
+if TYPE_CHECKING:
+    from comfyfleet_cdk.stack import ComfyFleetStack
+
+LATEST_RUNTIME = (
+    "Python 3.12 on purpose: the dependencies layer is built for cp312 wheels and comfyfleet "
+    "is tested on it; a runtime upgrade is a deliberate change of both"
+)
+
+
+def _ack(construct: IConstruct, rule: str, reason: str) -> None:
+    Validations.of(construct).acknowledge(Acknowledgment(id=f"AwsSolutions-{rule}", reason=reason))
+
+
+def acknowledge(stack: ComfyFleetStack) -> None:
+    for built in stack.functions.built.values():
+        _ack(built.function, "L1", LATEST_RUNTIME)
+
+    _ack(
+        stack.fleet.asg,
+        "AS3",
+        "Launch and termination errors show as the 'Instances in service' widget and the "
+        "NoHealthyNode alarm; ASG notifications to the KMS-encrypted alarm topic would need "
+        "the auto scaling service-linked role in the key policy before it exists",
+    )
+
+    if stack.config.spot:
+        # A rule that throws is acknowledged by its namespaced id (CDK's report says so).
+        Validations.of(stack.fleet.asg).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-EC26",
+                reason="The spot mix names the launch template by reference, which the rule "
+                "cannot follow; that template's volumes are encrypted (tests/infra)",
+            )
+        )
+
+    if stack.data.distribution is not None:
+        cdn = stack.data.distribution
+        _ack(cdn, "CFR1", "Users and their outputs are worldwide: no country is excluded")
+        _ack(
+            cdn,
+            "CFR2",
+            "The CDN serves only immutable job outputs under unguessable job ids, read-only "
+            "(GET/HEAD) through origin access control; a web ACL there adds cost, not safety",
+        )
+        _ack(
+            cdn,
+            "CFR4",
+            "The default *.cloudfront.net certificate cannot pin a minimum TLS version; "
+            "operators who need TLS 1.2+ only attach their own certificate and domain",
+        )
+
+    if stack.api is not None:
+        rest = stack.api.rest_api
+        _ack(
+            rest,
+            "COG4",
+            "Callers are API users with API keys, resolved by the REQUEST authorizer "
+            "(hashed keys in DynamoDB, DESIGN §10), not Cognito users",
+        )
+        for path in ("/v1/health", "/doc"):
+            method = rest.root.resource_for_path(path).node.find_child("GET")
+            _ack(method, "APIG4", f"{path} is public by design: health checks and API docs")
+        role = rest.node.try_find_child("CloudWatchRole")
+        if role is not None:
+            _ack(
+                role,
+                "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AmazonAPIGatewayPushToCloudWatchLogs]",
+                "API Gateway's account-wide logging role uses AWS's own policy for exactly "
+                "this (AmazonAPIGatewayPushToCloudWatchLogs)",
+            )
