@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import requests
 
+from comfyfleet.cli import main
 from comfyfleet.client import Client, RateLimitExceeded
 from comfyfleet.dev.launch import RunningStack
 from gpu_agent.fakecomfy import placeholder_safetensors
@@ -18,6 +21,8 @@ from tests.origin_server import OriginServer
 from tests.support import basic_graph
 
 pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def sd15(client: Client, checkpoint_url: str, *, steps: int, seed: int) -> str:
@@ -154,3 +159,46 @@ def test_a_webhook_is_received_and_verified(admin: Client, stack: RunningStack) 
     assert job["status"] == "completed"
     assert event["type"] == "job.completed" and event["job_id"] == accepted["job_id"]
     assert event["outputs"]["images"]
+
+
+def test_the_cli_submits_follows_and_downloads_with_the_dev_stacks_key(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    finished = subprocess.run(
+        [sys.executable, "-m", "comfyfleet.cli", "submit", str(EXAMPLES / "hello.json")]
+        + ["--out", str(out), "--state-dir", str(stack.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("COMFYFLEET_")},
+    )
+
+    assert finished.returncode == 0, finished.stderr
+    (image,) = out.glob("*_hello_00001_.png")
+    assert str(image) in finished.stdout
+    assert image.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_admin_cli_creates_accounts_and_keys_lists_and_revokes_them(
+    stack: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = ["--state-dir", str(stack.state_dir)]
+    assert main(["accounts", "create", "--tier", "pro", "--name", "cli", "--with-key", *state]) == 0
+    account = json.loads(capsys.readouterr().out)
+    assert main(["keys", "create", "--account", account["account_id"], *state]) == 0
+    key = json.loads(capsys.readouterr().out)
+    assert main(["keys", "revoke", key["key_id"], *state]) == 0
+    capsys.readouterr()
+
+    assert main(["keys", "ls", "--account", account["account_id"], *state]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert main(["nodes", "ls", *state]) == 0
+    nodes = capsys.readouterr().out
+
+    assert account["tier"] == "pro" and account["api_key"].startswith("sk_live_")
+    assert len(listed) == 2
+    assert any(line.startswith(key["key_id"]) and "revoked" in line for line in listed)
+    assert nodes.startswith("dev-node-1  ")
+    with Client(stack.api_url, account["api_key"]) as client:
+        assert client.usage()["tier"] == "pro"
