@@ -267,7 +267,10 @@ class Functions(Construct):
                 webhooks.role, queues.webhooks, ("sqs:ChangeMessageVisibility",)
             )
 
+        # The reaper and the drain run the Dispatcher: promoting a job routes it, which
+        # reads the models' sizes.
         upkeep = table(resources.JOBS, resources.NODES, resources.ACCOUNTS, resources.LIMITS)
+        models = table(resources.MODELS)
         reaper = self.factory.build(
             "reaper",
             description="comfyfleet reaper: offline nodes, expired leases, stuck jobs, DLQs",
@@ -277,6 +280,7 @@ class Functions(Construct):
         if reaper:
             built["reaper"] = reaper
             access.table_access(reaper.role, upkeep, access.TABLE_READ + access.TABLE_WRITE)
+            access.table_access(reaper.role, models, access.TABLE_READ)
             access.table_access(reaper.role, table(resources.NODES), access.TABLE_SCAN)
             access.queue_access(reaper.role, every_queue, access.QUEUE_SEND + access.QUEUE_CONSUME)
             access.queue_access(reaper.role, node_queues, access.NODE_QUEUE_DELETE)
@@ -298,6 +302,7 @@ class Functions(Construct):
         if lifecycle:
             built["lifecycle"] = lifecycle
             access.table_access(lifecycle.role, upkeep, access.TABLE_READ + access.TABLE_WRITE)
+            access.table_access(lifecycle.role, models, access.TABLE_READ)
             access.table_access(lifecycle.role, table(resources.NODES), access.TABLE_SCAN)
             access.queue_access(
                 lifecycle.role, every_queue, access.QUEUE_SEND + access.QUEUE_CONSUME

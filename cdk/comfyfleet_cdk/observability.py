@@ -21,6 +21,8 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from comfyfleet import observability as names
+from comfyfleet.delivery import Outcome
+from comfyfleet.domain import NodeStatus
 from comfyfleet_cdk.config import DeploymentConfig
 from comfyfleet_cdk.functions import service_name
 from comfyfleet_cdk.queues import Queues
@@ -30,7 +32,6 @@ FIVE_MINUTES = Duration.minutes(5)
 # Alarm thresholds (operators tune them with the dashboard in front of them).
 OLDEST_MESSAGE_SECONDS = 15 * 60
 SERVER_ERROR_RATE = 0.05
-HEALTHY_STATUSES = ("idle", "busy")
 WIDTH = 8
 
 
@@ -313,11 +314,14 @@ class Observability(Construct):
             )
         self._alarm(
             "WebhookFailures",
-            "Webhook deliveries failed for good (moved to the webhooks DLQ)",
+            "Webhook deliveries failed for good (their last attempt; moved to the webhooks DLQ)",
             cw.Metric(
                 namespace=names.NAMESPACE,
                 metric_name=names.WEBHOOK_DELIVERIES,
-                dimensions_map={"service": service_name("webhooks"), names.RESULT: "failed"},
+                dimensions_map={
+                    "service": service_name("webhooks"),
+                    names.RESULT: Outcome.GAVE_UP.value,
+                },
                 statistic="Sum",
                 period=FIVE_MINUTES,
             ),
@@ -334,11 +338,11 @@ class Observability(Construct):
                 statistic="Maximum",
                 period=FIVE_MINUTES,
             )
-            for status in HEALTHY_STATUSES
+            for status in (s.value for s in NodeStatus if s.takes_jobs)
         }
         self._alarm(
             "NoHealthyNode",
-            "No GPU node is idle or busy: nothing runs jobs",
+            "No GPU node takes jobs (none idle or busy, by the reaper's count): nothing runs",
             cw.MathExpression(
                 expression=" + ".join(f"FILL({s}, 0)" for s in healthy),
                 using_metrics=dict(healthy),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from comfyfleet import observability
+from comfyfleet.delivery import Outcome
 from tests.infra.conftest import Synthesised, flatten, logical_id
 
 BUSINESS_METRICS = (
@@ -115,7 +116,8 @@ def test_oldest_message_5xx_webhook_and_node_health_alarms(synthesised: Synthesi
     assert "errors / requests" in flatten(errors["Metrics"])
     webhook = _alarm(synthesised, "Webhook deliveries failed")
     assert webhook["MetricName"] == observability.WEBHOOK_DELIVERIES
-    assert {"Name": observability.RESULT, "Value": "failed"} in webhook["Dimensions"]
+    assert {"Name": observability.RESULT, "Value": Outcome.GAVE_UP.value} in webhook["Dimensions"]
+    assert {"Name": "service", "Value": "comfyfleet-webhooks"} in webhook["Dimensions"]
     nodes = _alarm(synthesised, "No GPU node")
     assert nodes["ComparisonOperator"] == "LessThanThreshold"
     assert nodes["TreatMissingData"] == "breaching"

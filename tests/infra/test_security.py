@@ -120,3 +120,15 @@ def test_every_acknowledgement_has_a_written_reason(synthesised: Synthesised) ->
     assert acknowledged, "the stack acknowledges its known findings"
     for where, reason in acknowledged.items():
         assert isinstance(reason, str) and len(reason) >= 20, where
+
+
+def test_synth_asked_aws_for_nothing(synthesised: Synthesised) -> None:
+    # A lookup CDK could not answer from cdk.context.json would be listed as missing (and
+    # the cdk command would call AWS for it): the committed context answers them all.
+    manifest = json.loads((synthesised.outdir / "manifest.json").read_text())
+    assert not manifest.get("missing"), manifest.get("missing")
+    zones = {
+        subnet["Properties"]["AvailabilityZone"]
+        for subnet in synthesised.resources("AWS::EC2::Subnet").values()
+    }
+    assert zones == {"us-east-1a", "us-east-1b", "us-east-1c"}
