@@ -85,13 +85,20 @@ def cmd_dev(args: argparse.Namespace) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     _configure_logging(logs / "stack.log", options.verbose)
     stack = DevStack(options)
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as Ctrl-C does
+    # Both stop the stack, even where SIGINT came in ignored (a background job of a shell).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    terminal = sys.stdout
+    if not options.verbose:
+        # The functions print their JSON logs and metrics to stdout, as Lambda wants; here
+        # they go to a file, and the terminal keeps the banner and the warnings.
+        sys.stdout = (logs / "functions.log").open("a", buffering=1)
     try:
         try:
             info = stack.start()
         except (StackError, OSError) as exc:
             raise CliError(f"the dev stack did not start: {exc}") from None
-        print(banner(info), flush=True)
+        print(banner(info), file=terminal, flush=True)
         while True:
             time.sleep(1)
             stack.check_children()
@@ -106,6 +113,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     # seconds more for nothing.
     logging.shutdown()
     sys.stdout.flush()
+    terminal.flush()
     sys.stderr.flush()
     os._exit(0)
 
