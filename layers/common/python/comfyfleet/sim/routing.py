@@ -48,6 +48,7 @@ class FleetView:
         self._free_in: dict[str, float] = {}
         self._least_loaded: list[str] = []
         self._least_loaded_by_bandwidth: list[list[str]] = []
+        self._by_load_largest_id: list[str] | None = None
         self._best_holders: dict[tuple[tuple[str, ...], bool], list[str]] = {}
         self._first_free = 0.0
         self._mean_run = settings.default_run_seconds
@@ -141,10 +142,27 @@ class FleetView:
         """The ``width`` least-loaded nodes holding all ``keys``; ties go to the smaller
         node id, or the larger one for ``coverage`` (as its max() breaks them)."""
         sets = sorted((self.holders.get(key, set()) for key in keys), key=len)
+        if len(sets[0]) * 8 >= len(self.nodes):
+            # Most nodes hold them: the first few in load order are the answer.
+            order = self._load_order_largest_id() if largest_id else self._least_loaded
+            found: list[str] = []
+            for node_id in order:
+                if all(node_id in held for held in sets):
+                    found.append(node_id)
+                    if len(found) == self.width:
+                        break
+            return found
         holders = sets[0].intersection(*sets[1:]) if len(sets) > 1 else sets[0]
         if largest_id:
             return heapq.nlargest(self.width, holders, key=lambda n: (-self._free_in[n], n))
         return heapq.nsmallest(self.width, holders, key=self._load_key)
+
+    def _load_order_largest_id(self) -> list[str]:
+        if self._by_load_largest_id is None:
+            order = sorted(self._free_in, reverse=True)
+            order.sort(key=self._free_in.__getitem__)  # stable: larger ids first among ties
+            self._by_load_largest_id = order
+        return self._by_load_largest_id
 
     def _load_key(self, node_id: str) -> tuple[float, str]:
         return (self._free_in[node_id], node_id)
@@ -162,6 +180,7 @@ class FleetView:
             by_bandwidth.setdefault(self._inv_bw[node_id], []).append(node_id)
         self._least_loaded_by_bandwidth = list(by_bandwidth.values())
         self._best_holders = {}
+        self._by_load_largest_id = None
         if self.nodes:
             self._first_free = self._free_in[self._least_loaded[0]]
             runs = sum(run_seconds(node, self.settings) for node in self.nodes.values())
