@@ -77,6 +77,7 @@ class Agent:
         self.jobs_done = 0
         self._heartbeat_stop = threading.Event()
         self._report_lock = threading.Lock()
+        self.held = threading.Event()  # drained from outside: take no jobs, keep beating
         self._wake = threading.Event()  # report now (a status change), not at the next beat
         self._heartbeat: threading.Thread | None = None
 
@@ -163,11 +164,14 @@ class Agent:
             if max_jobs is not None and self.jobs_done >= max_jobs:
                 return
             try:
+                if self.held.is_set():
+                    self.stop.draining.wait(self.settings.heartbeat_seconds)
+                    continue
                 if self.status is NodeStatus.UNHEALTHY:
                     self._wait_for_comfy()
                     continue
                 received = self._receive()
-                if received is not None and self.stop.draining.is_set():
+                if received is not None and (self.stop.draining.is_set() or self.held.is_set()):
                     # The drain began during the long poll: this one is not ours to run.
                     self.queues.change_visibility(received, 0)
                 elif received is not None:
@@ -291,7 +295,7 @@ class Agent:
             if self.current_started is not None:
                 started = self.clock.now() - (time.monotonic() - self.current_started)
             try:
-                self.registry.heartbeat(
+                recorded = self.registry.heartbeat(
                     self.node_id,
                     now=self.clock.now(),
                     status=self.status,
@@ -304,3 +308,10 @@ class Agent:
                 )
             except ComfyFleetError:
                 logger.warning("heartbeat failed", exc_info=True)
+                return
+            if recorded is NodeStatus.DRAINING and not self.held.is_set():
+                # Drained by an operator or the lifecycle hook: finish the current job, take
+                # no more, stay up (the node is about to be removed or terminated).
+                logger.warning("the node was drained: taking no more jobs")
+                self.held.set()
+                self.status = NodeStatus.DRAINING

@@ -336,3 +336,28 @@ def test_an_unexpected_error_in_one_job_does_not_end_the_loop(
         node.agent.request_stop()
         worker.join(timeout=15)
     assert failures == ["bug"] and not worker.is_alive()
+
+
+def test_an_operators_drain_lets_the_running_job_finish_and_takes_no_more(
+    make_node: MakeNode,
+    dispatcher: Dispatcher,
+    dynamo: Stores,
+    account: str,
+    origin: OriginServer,
+) -> None:
+    node = make_node("a", step_seconds=0.05, receive_wait_seconds=1)
+    url = _checkpoint(origin)
+    jobs = [submit(dispatcher, account, sd15(url, steps=20)).job_id for _ in range(2)]
+    _when_running(node, lambda: dynamo.nodes.set_status("a", NodeStatus.DRAINING))
+    worker = threading.Thread(target=node.agent.run_forever, daemon=True)
+    worker.start()
+
+    _wait_for(lambda: JobState.COMPLETED in [state for state, _ in _states(dynamo, *jobs)])
+    time.sleep(3 * node.settings.heartbeat_seconds + 1.5)  # beats, and a receive, go by
+
+    states = sorted(_states(dynamo, *jobs), key=lambda s: s[0] is JobState.QUEUED)
+    assert states == [(JobState.COMPLETED, 1), (JobState.QUEUED, 0)]
+    assert node.agent.held.is_set() and dynamo.nodes.get("a").status is NodeStatus.DRAINING
+    node.agent.request_stop()
+    worker.join(timeout=10)
+    assert not worker.is_alive()

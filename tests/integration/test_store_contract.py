@@ -507,3 +507,37 @@ def test_a_cancel_request_can_be_read_cheaply(stores: Stores) -> None:
     assert stores.jobs.cancel_requested(job.job_id) is True
     with pytest.raises(JobNotFound):
         stores.jobs.cancel_requested("01HNOTAJOB0000000000000000")
+
+
+def test_a_drain_set_by_an_operator_outlives_the_nodes_own_heartbeats(stores: Stores) -> None:
+    stores.nodes.register(NodeInfo("i-0abc", NodeStatus.IDLE, NOW, queue_url="https://sqs/n"))
+    stores.nodes.set_status("i-0abc", NodeStatus.DRAINING)
+
+    recorded = stores.nodes.heartbeat(
+        "i-0abc",
+        now=NOW + 5,
+        status=NodeStatus.IDLE,
+        cached={"k1": 5},
+        free_bytes=3,
+        current_job=None,
+        current_started_at=None,
+        ewma_run_seconds=None,
+        bandwidth_bytes_per_second=None,
+    )
+
+    assert recorded is NodeStatus.DRAINING
+    seen = stores.nodes.get("i-0abc")
+    assert (seen.status, seen.heartbeat_at) == (NodeStatus.DRAINING, NOW + 5)
+    assert seen.cached == {"k1": 5}
+    with pytest.raises(NodeNotFound):
+        stores.nodes.heartbeat(
+            "i-gone",
+            now=NOW,
+            status=NodeStatus.IDLE,
+            cached={},
+            free_bytes=0,
+            current_job=None,
+            current_started_at=None,
+            ewma_run_seconds=None,
+            bandwidth_bytes_per_second=None,
+        )

@@ -598,13 +598,16 @@ class MemoryNodeRegistry:
         current_started_at: float | None,
         ewma_run_seconds: float | None,
         bandwidth_bytes_per_second: float | None,
-    ) -> None:
+    ) -> NodeStatus:
         with self.m.lock:
             node = self._node(node_id)
-            node.heartbeat_at, node.status, node.cached = now, status, dict(cached)
+            if node.status is not NodeStatus.DRAINING:  # an operator's drain sticks
+                node.status = status
+            node.heartbeat_at, node.cached = now, dict(cached)
             node.free_bytes, node.current_job = free_bytes, current_job
             node.current_started_at, node.ewma_run_seconds = current_started_at, ewma_run_seconds
             node.bandwidth_bytes_per_second = bandwidth_bytes_per_second
+            return node.status
 
     def set_status(self, node_id: str, status: NodeStatus) -> None:
         with self.m.lock:

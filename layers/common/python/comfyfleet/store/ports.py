@@ -264,7 +264,11 @@ class NodeRegistry(Protocol):
         current_started_at: float | None,
         ewma_run_seconds: float | None,
         bandwidth_bytes_per_second: float | None,
-    ) -> None: ...
+    ) -> NodeStatus:
+        """Record the node's state; returns its status as recorded. ``draining``, once set
+        (by an operator or the lifecycle hook), is kept whatever the node reports, so the
+        node learns it should take no more jobs."""
+        ...
 
     def set_status(self, node_id: str, status: NodeStatus) -> None: ...
 

@@ -95,26 +95,48 @@ class DynamoNodeRegistry:
         current_started_at: float | None,
         ewma_run_seconds: float | None,
         bandwidth_bytes_per_second: float | None,
-    ) -> None:
+    ) -> NodeStatus:
         values: dict[str, Any] = {
-            ":status": s(status),
             ":now": n(now),
             ":cached": as_json(cached),
             ":free": n(free_bytes),
         }
-        sets = [
-            "node_status = :status",
-            "heartbeat_at = :now",
-            "cached = :cached",
-            "free_bytes = :free",
-        ]
+        sets = ["heartbeat_at = :now", "cached = :cached", "free_bytes = :free"]
         removes: list[str] = []
         _optional(values, sets, removes, "current_job", current_job, s)
         _optional(values, sets, removes, "current_started_at", current_started_at, n)
         _optional(values, sets, removes, "ewma_run_seconds", ewma_run_seconds, n)
         _optional(values, sets, removes, "bandwidth", bandwidth_bytes_per_second, n)
-        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-        self._update(node_id, expression, values)
+        tail = " REMOVE " + ", ".join(removes) if removes else ""
+        if status is NodeStatus.DRAINING:
+            self._update(
+                node_id,
+                "SET node_status = :status, " + ", ".join(sets) + tail,
+                {**values, ":status": s(status)},
+            )
+            return status
+        try:
+            # An operator's drain sticks: only the node itself may not undo it.
+            self.db.update_item(
+                TableName=self.table,
+                Key={"node_id": s(node_id)},
+                UpdateExpression="SET node_status = :status, " + ", ".join(sets) + tail,
+                ExpressionAttributeValues={
+                    **values,
+                    ":status": s(status),
+                    ":draining": s(NodeStatus.DRAINING),
+                },
+                ConditionExpression="attribute_exists(node_status) AND node_status <> :draining",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise StorageError(f"heartbeat failed: {error_code(exc)}") from exc
+            if not exc.response.get("Item"):
+                raise NodeNotFound(node_id) from None
+            self._update(node_id, "SET " + ", ".join(sets) + tail, values)
+            return NodeStatus.DRAINING
+        return status
 
     def set_status(self, node_id: str, status: NodeStatus) -> None:
         self._update(node_id, "SET node_status = :status", {":status": s(status)})
