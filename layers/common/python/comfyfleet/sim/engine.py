@@ -102,7 +102,8 @@ class Simulation:
         self.s = s
         self.policy = policy
         self.settings = settings
-        self.rng = random.Random(f"{seed}:{policy}")  # run times, failures, random routing
+        self.rng = random.Random(f"{seed}:{policy}")  # random routing, traces' run times
+        self.failures = random.Random(f"{seed}:failures")  # the same for every policy
         self.keep_spans = keep_spans
         self.view = FleetView(settings)
         self.shared: FifoQueue[int] = FifoQueue()
@@ -121,6 +122,7 @@ class Simulation:
         self.account_of: list[_Account] = []
         self.needs: list[tuple[ModelNeed, ...]] = []
         self.workflow: list[str] = []
+        self.run_factor: list[float] = []
         self.started: list[float] = []
         self.cold: list[bool] = []
         self.out = Outcome(policy, s.nodes, [], 0, 0, 0, 0, 0.0, 0.0, 0.0, [])
@@ -160,6 +162,10 @@ class Simulation:
         self.account_of.append(account)
         self.needs.append(tuple(ModelNeed(m.key, m.folder, m.size) for m in arrival.models))
         self.workflow.append(arrival.workflow)
+        factor = arrival.run_factor
+        if factor is None:
+            factor = self.rng.lognormvariate(0.0, self.s.run_spread)
+        self.run_factor.append(factor)
         self.started.append(math.nan)
         self.cold.append(False)
         window = int(now // 60) * 60
@@ -261,9 +267,7 @@ class Simulation:
         node.job, node.message, node.from_shared = job, message, from_shared
         self._promote(account, now)
         download, load = self._sync_models(node, self.needs[job])
-        run = WORKFLOW_CLASSES[self.workflow[job]].run_seconds * self.rng.lognormvariate(
-            0.0, self.s.run_spread
-        )
+        run = WORKFLOW_CLASSES[self.workflow[job]].run_seconds * self.run_factor[job]
         start = now + download + load
         self.started[job] = start
         self.cold[job] = download > 0
@@ -323,7 +327,7 @@ class Simulation:
     def _schedule_failure(self, node: _Node, now: float) -> None:
         rate = self.s.failures_per_node_hour / 3600
         if rate > 0:
-            self._push(now + self.rng.expovariate(rate), _FAIL, node.index, node.generation)
+            self._push(now + self.failures.expovariate(rate), _FAIL, node.index, node.generation)
 
     def _fail(self, now: float, index: int, generation: int) -> None:
         node = self.nodes[index]

@@ -56,6 +56,9 @@ class Arrival:
     tier: str
     workflow: str
     models: tuple[Model, ...]
+    # × the class's sampling time; drawn with the arrivals so that every policy runs the
+    # same jobs for the same time (None: the simulation draws it, e.g. for a trace).
+    run_factor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,8 @@ def arrivals(s: Scenario, seed: int) -> Iterator[Arrival]:
         class_loras = loras.get(checkpoint.workflow)
         if class_loras and rng.random() < s.lora_probability:
             models += (class_loras[_pick(rng, lora_weights[checkpoint.workflow])],)
-        yield Arrival(t, account, tier, checkpoint.workflow, models)
+        factor = rng.lognormvariate(0.0, s.run_spread)
+        yield Arrival(t, account, tier, checkpoint.workflow, models, factor)
 
 
 def _burst_factor(s: Scenario, fraction: float) -> float:
