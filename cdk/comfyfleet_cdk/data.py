@@ -126,6 +126,8 @@ class Data(Construct):
                 point_in_time_recovery_enabled=definition.point_in_time_recovery
             ),
             encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
+            # The tables worth point-in-time recovery (jobs, keys) are the ones a stray
+            # delete must not take either.
             deletion_protection=definition.point_in_time_recovery,
             removal_policy=RemovalPolicy.RETAIN,
         )

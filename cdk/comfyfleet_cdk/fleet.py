@@ -179,46 +179,38 @@ class Fleet(Construct):
             ],
         )
 
-        subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
-        common = {
-            "vpc": self.vpc,
-            "vpc_subnets": subnets,
-            "min_capacity": config.min_nodes,
-            "max_capacity": config.max_nodes,
-            "desired_capacity": config.desired_nodes,
-            "group_metrics": [autoscaling.GroupMetrics.all()],
-            "auto_scaling_group_name": f"{settings.prefix}-gpu-nodes",
-        }
+        mix = None
         if config.spot:
             types = [config.instance_type, *config.spot_instance_types]
-            self.asg = autoscaling.AutoScalingGroup(
-                self,
-                "Nodes",
-                mixed_instances_policy=autoscaling.MixedInstancesPolicy(
-                    launch_template=self.launch_template,
-                    launch_template_overrides=[
-                        autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
-                        for t in dict.fromkeys(types)
-                    ],
-                    # The minimum stays on demand; everything above it is spot.
-                    instances_distribution=autoscaling.InstancesDistribution(
-                        on_demand_base_capacity=config.min_nodes,
-                        on_demand_percentage_above_base_capacity=0,
-                        spot_allocation_strategy=(
-                            autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED
-                        ),
+            mix = autoscaling.MixedInstancesPolicy(
+                launch_template=self.launch_template,
+                launch_template_overrides=[
+                    autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
+                    for t in dict.fromkeys(types)
+                ],
+                # The minimum stays on demand; everything above it is spot.
+                instances_distribution=autoscaling.InstancesDistribution(
+                    on_demand_base_capacity=config.min_nodes,
+                    on_demand_percentage_above_base_capacity=0,
+                    spot_allocation_strategy=(
+                        autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED
                     ),
                 ),
-                capacity_rebalance=True,
-                **common,  # type: ignore[arg-type]
             )
-        else:
-            self.asg = autoscaling.AutoScalingGroup(
-                self,
-                "Nodes",
-                launch_template=self.launch_template,
-                **common,  # type: ignore[arg-type]
-            )
+        self.asg = autoscaling.AutoScalingGroup(
+            self,
+            "Nodes",
+            auto_scaling_group_name=f"{settings.prefix}-gpu-nodes",
+            vpc=self.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            launch_template=None if mix else self.launch_template,
+            mixed_instances_policy=mix,
+            capacity_rebalance=True if mix else None,
+            min_capacity=config.min_nodes,
+            max_capacity=config.max_nodes,
+            desired_capacity=config.desired_nodes,
+            group_metrics=[autoscaling.GroupMetrics.all()],
+        )
 
         self.drain_hook = self.asg.add_lifecycle_hook(
             "Drain",

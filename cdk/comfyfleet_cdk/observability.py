@@ -100,8 +100,8 @@ class Observability(Construct):
 
     # -- dashboard ----------------------------------------------------------------------------
 
-    def _graph(self, title: str, left: list[cw.IMetric], **options: object) -> cw.GraphWidget:
-        return cw.GraphWidget(title=title, left=left, width=WIDTH, height=6, **options)  # type: ignore[arg-type]
+    def _graph(self, title: str, left: list[cw.IMetric], **options: Any) -> cw.GraphWidget:
+        return cw.GraphWidget(title=title, left=left, width=WIDTH, height=6, **options)
 
     def _api_widgets(self, api: apigw.RestApi) -> list[cw.IWidget]:
         return [

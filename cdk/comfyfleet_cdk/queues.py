@@ -6,6 +6,8 @@ Node queues are not here: each agent creates its own (``<prefix>-node-<id>.fifo`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -18,17 +20,27 @@ from comfyfleet import resources
 from comfyfleet_cdk.config import DeploymentConfig
 
 
-def queue_props(definition: resources.Queue) -> dict[str, object]:
+@dataclass(frozen=True)
+class QueueProps:
     """CDK properties of a queue, read off the SQS attributes provision() also uses."""
+
+    visibility_timeout: Duration
+    retention_period: Duration
+    fifo: bool | None
+    content_based_deduplication: bool | None
+
+
+def queue_props(definition: resources.Queue) -> QueueProps:
     attributes = resources.queue_attributes(definition)
-    props: dict[str, object] = {
-        "visibility_timeout": Duration.seconds(int(attributes["VisibilityTimeout"])),
-        "retention_period": Duration.seconds(int(attributes["MessageRetentionPeriod"])),
-    }
-    if attributes.get("FifoQueue") == "true":
-        props["fifo"] = True
-        props["content_based_deduplication"] = attributes["ContentBasedDeduplication"] == "true"
-    return props
+    fifo = attributes.get("FifoQueue") == "true"
+    return QueueProps(
+        visibility_timeout=Duration.seconds(int(attributes["VisibilityTimeout"])),
+        retention_period=Duration.seconds(int(attributes["MessageRetentionPeriod"])),
+        fifo=True if fifo else None,
+        content_based_deduplication=(
+            attributes["ContentBasedDeduplication"] == "true" if fifo else None
+        ),
+    )
 
 
 class Queues(Construct):
@@ -62,6 +74,7 @@ class Queues(Construct):
                     queue=self.queues[definition.dlq_logical],
                     max_receive_count=definition.max_receives,
                 )
+            props = queue_props(definition)
             self.queues[definition.logical] = sqs.Queue(
                 self,
                 "".join(part.title() for part in definition.logical.split("-")) + "Queue",
@@ -70,7 +83,10 @@ class Queues(Construct):
                 enforce_ssl=True,
                 dead_letter_queue=dead_letter,
                 removal_policy=RemovalPolicy.DESTROY,
-                **queue_props(definition),  # type: ignore[arg-type]
+                visibility_timeout=props.visibility_timeout,
+                retention_period=props.retention_period,
+                fifo=props.fifo,
+                content_based_deduplication=props.content_based_deduplication,
             )
         self.shared = self.queues[resources.SHARED_QUEUE.logical]
         self.shared_dlq = self.queues[resources.SHARED_DLQ.logical]

@@ -43,11 +43,15 @@ class Synthesised:
 def synthesise(outdir: Path, **context: Any) -> Synthesised:
     from aws_cdk.assertions import Template
 
-    from comfyfleet_cdk.config import load_context
+    from comfyfleet_cdk.config import DEFAULT_REGION, PLACEHOLDER_ACCOUNT, load_context
     from comfyfleet_cdk.stack import build_app
 
+    # The account and region cdk.context.json holds zones for, whatever CDK_DEFAULT_* say.
+    pinned = {"account": PLACEHOLDER_ACCOUNT, "region": DEFAULT_REGION}
     started = time.perf_counter()
-    app = build_app({**load_context(ROOT), **SKIP_BUNDLING, **context}, outdir=str(outdir))
+    app = build_app(
+        {**load_context(ROOT), **SKIP_BUNDLING, **pinned, **context}, outdir=str(outdir)
+    )
     assembly = app.synth()  # cdk-nag runs here: a violation raises
     stack = next(child for child in app.node.children if hasattr(child, "fleet"))
     body = json.loads((Path(assembly.directory) / stack.template_file).read_text())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -16,12 +17,26 @@ from comfyfleet_cdk import bundling
 from comfyfleet_cdk.api import greater_than_pattern
 from comfyfleet_cdk.config import (
     DEFAULT_AMI_PARAMETER,
+    DEFAULT_REGION,
+    PLACEHOLDER_ACCOUNT,
+    ROOT,
     ConfigError,
     read_config,
     settings_environment,
 )
 from comfyfleet_cdk.fleet import systemd_value
 from gpu_agent.settings import AgentSettings
+
+
+def test_cdk_json_runs_the_app_with_the_launch_template_flag() -> None:
+    cdk_json = json.loads((ROOT / "cdk.json").read_text())
+    assert cdk_json["app"] == "python3 cdk/app.py"
+    flags = cdk_json["context"]
+    assert flags["@aws-cdk/aws-autoscaling:generateLaunchTemplateInsteadOfLaunchConfig"] is True
+    # The committed lookups: zones of the account and region an offline synth targets.
+    cached = json.loads((ROOT / "cdk.context.json").read_text())
+    key = f"availability-zones:account={PLACEHOLDER_ACCOUNT}:region={DEFAULT_REGION}"
+    assert len(cached[key]) >= 3
 
 
 def test_defaults_need_no_context() -> None:
