@@ -36,10 +36,10 @@ WIDTH = 8
 
 
 def search(metric: str, stat: str, period: Duration = MINUTE) -> str:
-    """Every series of a comfyfleet metric, whatever its dimensions."""
+    """Every series of a comfyfleet metric, whatever its dimensions: no metric schema (it
+    would pin the dimension set), the namespace as a search term, the name exactly."""
     return (
-        f'SEARCH(\'Namespace="{names.NAMESPACE}" MetricName="{metric}"\', '
-        f"'{stat}', {int(period.to_seconds())})"
+        f"SEARCH('{names.NAMESPACE} MetricName=\"{metric}\"', '{stat}', {int(period.to_seconds())})"
     )
 
 
@@ -89,7 +89,7 @@ class Observability(Construct):
         if rest_api is not None:
             graphs += self._api_widgets(rest_api)
         graphs += self._function_widgets(functions)
-        graphs += self._queue_widgets(queues, prefix)
+        graphs += self._queue_widgets(queues)
         graphs += self._job_widgets()
         graphs += self._fleet_widgets(fleet)
         for start in range(0, len(graphs), 3):
@@ -143,10 +143,11 @@ class Observability(Construct):
             ),
         ]
 
-    def _queue_widgets(self, queues: Queues, prefix: str) -> list[cw.IWidget]:
+    def _queue_widgets(self, queues: Queues) -> list[cw.IWidget]:
         main = [queues.shared, queues.webhooks]
+        # Node queues come and go with the nodes: a partial match on the name finds them.
         node_queues = (
-            "SEARCH('{AWS/SQS,QueueName} MetricName=\"%s\" QueueName=\"%s-node-\"', 'Maximum', 60)"
+            "SEARCH('{AWS/SQS,QueueName} MetricName=\"%s\" QueueName=node', 'Maximum', 60)"
         )
         return [
             self._graph(
@@ -154,7 +155,7 @@ class Observability(Construct):
                 [
                     *(q.metric_approximate_number_of_messages_visible(period=MINUTE) for q in main),
                     cw.MathExpression(
-                        expression=node_queues % ("ApproximateNumberOfMessagesVisible", prefix),
+                        expression=node_queues % "ApproximateNumberOfMessagesVisible",
                         label="node queues",
                         period=MINUTE,
                     ),
@@ -170,7 +171,7 @@ class Observability(Construct):
                         for q in main
                     ),
                     cw.MathExpression(
-                        expression=node_queues % ("ApproximateAgeOfOldestMessage", prefix),
+                        expression=node_queues % "ApproximateAgeOfOldestMessage",
                         label="node queues",
                         period=MINUTE,
                     ),

@@ -55,10 +55,9 @@ def test_dashboard_has_every_widget(synthesised: Synthesised) -> None:
 def test_dashboard_plots_the_metric_names_comfyfleet_emits(synthesised: Synthesised) -> None:
     body = _dashboard(synthesised)
     for name in BUSINESS_METRICS:
-        assert f'MetricName=\\\\"{name}\\\\"' in body or f'MetricName=\\"{name}\\"' in body, name
-    assert f'Namespace=\\\\"{observability.NAMESPACE}\\\\"' in body or (
-        f'Namespace=\\"{observability.NAMESPACE}\\"' in body
-    )
+        # the name exactly (its quotes escaped in the body's JSON)
+        search = f"SEARCH('{observability.NAMESPACE} MetricName=\\\"{name}\\\"'"
+        assert search in body, name
 
 
 def test_dashboard_covers_lambda_api_sqs_and_the_group(synthesised: Synthesised) -> None:
