@@ -194,7 +194,9 @@ class Agent:
                 backoff = min(backoff * 2, _BACKOFF_CAP_SECONDS)
 
     def _receive(self) -> Received | None:
-        """Own queue first (its jobs' models are here), then the shared queue."""
+        """Own queue first (its jobs' models are here), then the shared queue. Fair because
+        the router sends a job to a node's queue only for the download it saves, never to
+        jump the jobs waiting in the shared queue (comfyfleet.router)."""
         visibility = self.settings.lease_seconds
         received = self.queues.receive(
             self.node_queue_url, wait_seconds=0, visibility_seconds=visibility

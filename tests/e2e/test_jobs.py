@@ -127,12 +127,6 @@ def test_submits_over_the_rate_limit_get_429_with_its_headers(admin: Client) -> 
         assert tiny.wait(accepted.json()["job_id"], timeout=30)["status"] == "completed"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, depends on load: once the shared queue has a backlog, the router sends "
-    "the heavy user's promoted jobs to the node's own queue, which the agent always polls "
-    "before the shared one, so they overtake the light user's jobs waiting in the shared queue",
-)
 def test_a_light_user_is_served_before_a_heavy_users_backlog(
     admin: Client, checkpoint_url: str
 ) -> None:

@@ -70,6 +70,16 @@ def test_cost_uses_the_shared_queue_when_no_node_has_an_edge() -> None:
     assert route([], [node("a"), node("b")]) == SHARED_ROUTE
 
 
+def test_cost_sends_a_job_past_the_shared_queue_only_for_the_download_it_saves() -> None:
+    # A node takes its own queue first: a job sent there overtakes the shared queue's jobs.
+    assert route([], [node("a"), node("b")], shared_queued=50) == SHARED_ROUTE
+    assert route([CKPT], [node("a"), node("b")], shared_queued=50) == SHARED_ROUTE
+    tiny = ModelNeed("tiny", "loras", 1_000_000)  # 10 ms to fetch: not worth a jump
+    warm = node("b", cached={"ckpt": 4 * GB, "tiny": 1_000_000})
+    assert route([tiny], [node("a"), warm], shared_queued=50) == SHARED_ROUTE
+    assert route([CKPT], [node("a"), warm], shared_queued=50) == "b"  # saves 40 s
+
+
 def test_cost_does_not_wait_behind_a_long_queue_for_a_cache_hit() -> None:
     warm_but_busy = node("b", cached={"ckpt": 4 * GB}, queued=10, busy_since=NOW - 1)
     assert route([CKPT], [node("a"), warm_but_busy]) == SHARED_ROUTE

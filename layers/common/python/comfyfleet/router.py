@@ -6,8 +6,9 @@ the agents' promotions and the fleet simulation all run the same code.
     start(node) = backlog(node) + missing_bytes(node, job) / bandwidth(node)
     backlog(node) = remainder of its current job + queued(node) × its run time
 
-`cost` sends the job to the node that would start it first when that beats the shared queue
-(where the first free node takes it: late binding) by a margin.
+`cost` sends the job to the node that would start it first when that node holds some of its
+models and beats the shared queue (where the first free node takes it: late binding) by a
+margin.
 """
 
 from __future__ import annotations
@@ -80,7 +81,15 @@ def route_job(
         if node.live(now, settings.node_stale_seconds) and node.queue_url
     ]
     shared = Route(SHARED_ROUTE, shared_url, _shared_start(options, shared_queued, settings))
-    return choose_route(options, shared, bool(sizes), settings, policy=policy, rng=rng)
+    return choose_route(
+        options,
+        shared,
+        bool(sizes),
+        settings,
+        policy=policy,
+        rng=rng,
+        shared_backlog_seconds=_shared_backlog(options, shared_queued, settings),
+    )
 
 
 def choose_route(
@@ -91,8 +100,10 @@ def choose_route(
     *,
     policy: str | None = None,
     rng: random.Random | None = None,
+    shared_backlog_seconds: float = 0.0,
 ) -> Route:
-    """The policy's choice among the live nodes' ``options`` and the ``shared`` queue.
+    """The policy's choice among the live nodes' ``options`` and the ``shared`` queue
+    (``shared_backlog_seconds``: the part of its estimate spent on the jobs waiting there).
 
     The fleet simulation calls this with the few options that can win (see comfyfleet.sim).
     """
@@ -101,7 +112,17 @@ def choose_route(
         return shared
     if policy == "cost":
         best = min(options, key=lambda o: (o.start, o.node.node_id))
-        if best.start + settings.route_margin_seconds < shared.estimated_start:
+        # A node's queue is for cache affinity only. A job that needs no model, or none the
+        # node holds, goes to the shared queue: late binding balances the load there. And
+        # the node must win on the download it saves, not on the jobs waiting in shared: a
+        # node takes its own queue first, so a job sent there overtakes them, and one
+        # account's promoted jobs would jump every other account's turn (DESIGN §5).
+        fair_shared_start = shared.estimated_start - shared_backlog_seconds
+        if (
+            has_models
+            and best.coverage > 0
+            and best.start + settings.route_margin_seconds < fair_shared_start
+        ):
             return _to(best)
         return shared
     if policy == "coverage":
@@ -163,12 +184,23 @@ def node_option(
     )
 
 
+def _mean_run(options: list[RouteOption], settings: Settings) -> float:
+    return sum(run_seconds(o.node, settings) for o in options) / len(options)
+
+
+def _shared_backlog(options: list[RouteOption], shared_queued: int, settings: Settings) -> float:
+    """The seconds of the shared estimate spent on the jobs already waiting there."""
+    if not options:
+        return shared_queued * settings.default_run_seconds
+    return backlog_seconds(shared_queued, _mean_run(options, settings), len(options))
+
+
 def _shared_start(options: list[RouteOption], shared_queued: int, settings: Settings) -> float:
     if not options:
         return (shared_queued + 1) * settings.default_run_seconds
     return shared_start(
         first_free=min(o.free_in for o in options),
-        mean_run=sum(run_seconds(o.node, settings) for o in options) / len(options),
+        mean_run=_mean_run(options, settings),
         mean_download=sum(o.download for o in options) / len(options),
         live_nodes=len(options),
         shared_queued=shared_queued,
@@ -185,7 +217,12 @@ def shared_start(
 ) -> float:
     """When the shared queue would start the job: the first node to free up, after the jobs
     already waiting there are spread over the fleet, plus an average node's download."""
-    return first_free + shared_queued * mean_run / live_nodes + mean_download
+    return first_free + backlog_seconds(shared_queued, mean_run, live_nodes) + mean_download
+
+
+def backlog_seconds(shared_queued: int, mean_run: float, live_nodes: int) -> float:
+    """How long the fleet takes to work through the jobs waiting in the shared queue."""
+    return shared_queued * mean_run / live_nodes
 
 
 class NodeSnapshot:

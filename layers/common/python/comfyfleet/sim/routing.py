@@ -21,6 +21,7 @@ from comfyfleet.domain import SHARED_ROUTE, NodeInfo
 from comfyfleet.router import (
     ModelNeed,
     Route,
+    backlog_seconds,
     choose_route,
     node_option,
     run_seconds,
@@ -122,7 +123,15 @@ class FleetView:
                 shared_queued=shared_queued,
             ),
         )
-        return choose_route(options, shared, bool(sizes), self.settings, policy=policy, rng=rng)
+        return choose_route(
+            options,
+            shared,
+            bool(sizes),
+            self.settings,
+            policy=policy,
+            rng=rng,
+            shared_backlog_seconds=backlog_seconds(shared_queued, self._mean_run, live),
+        )
 
     def _candidates(self, sizes: dict[str, int], policy: str) -> list[str]:
         chosen: dict[str, None] = {}
