@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"gpu_agent: {exc}", file=sys.stderr)
         return 2
-    parts = build(settings)
+    parts = build(settings, on_ec2=settings.on_ec2)
     install_signal_handlers(parts.agent)
     try:
         parts.agent.start()

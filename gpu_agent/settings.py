@@ -29,6 +29,11 @@ class AgentSettings(Settings):
     node_id: str = Field(
         "", description="This node's id; empty: the EC2 instance id (IMDSv2), else the host name."
     )
+    on_ec2: bool = Field(
+        True,
+        description="Ask EC2's instance metadata (IMDSv2) for the node id and watch it for a "
+        "spot interruption notice. Off (the dev stack, tests): no metadata request is made.",
+    )
     shared_queue_url: str = Field(
         "", description="The shared queue's URL; empty: looked up by its name."
     )

@@ -74,3 +74,26 @@ def test_a_stop_while_comfyui_is_still_loading_ends_the_wait_at_once() -> None:
         ComfyClient(url, timeout=1).wait_ready(900, poll=0.1, stop=stop)
 
     assert time.monotonic() - started < 3
+
+
+def test_off_ec2_the_agent_never_asks_the_metadata_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gpu_agent.main as entry
+
+    asked: list[str] = []
+    built: dict[str, bool] = {}
+    monkeypatch.setattr("gpu_agent.identity.imds_get", lambda path, **_: asked.append(path))
+
+    def build(settings: AgentSettings, *, on_ec2: bool = True) -> None:
+        built["on_ec2"] = on_ec2
+        raise SystemExit(0)  # enough: how the agent would be built is all this test needs
+
+    monkeypatch.setattr(entry, "build", build)
+    monkeypatch.setenv("COMFYFLEET_ON_EC2", "false")
+    monkeypatch.setenv("COMFYFLEET_NODE_ID", "dev-node-1")
+
+    with pytest.raises(SystemExit):
+        agent_main([])
+
+    assert built == {"on_ec2": False} and asked == []

@@ -239,6 +239,7 @@ class DevStack:
             env = {
                 **base_env,
                 "COMFYFLEET_NODE_ID": node_id,
+                "COMFYFLEET_ON_EC2": "false",  # no requests to the metadata address here
                 "COMFYFLEET_COMFY_URL": target.url,
                 "COMFYFLEET_COMFY_ROOT": str(target.root),
                 "COMFYFLEET_CACHE_DIR": str(home / "cache"),
