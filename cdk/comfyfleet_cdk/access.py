@@ -106,7 +106,7 @@ def table_access(
     arns: list[str] = []
     for definition, table in tables:
         arns.append(table.table_arn)
-        if "dynamodb:Query" in actions:
+        if "dynamodb:Query" in actions or "dynamodb:Scan" in actions:
             arns += [f"{table.table_arn}/index/{index.name}" for index in definition.indexes]
     _statement(role, actions, arns, None)
 

@@ -281,7 +281,13 @@ class Functions(Construct):
             built["reaper"] = reaper
             access.table_access(reaper.role, upkeep, access.TABLE_READ + access.TABLE_WRITE)
             access.table_access(reaper.role, models, access.TABLE_READ)
-            access.table_access(reaper.role, table(resources.NODES), access.TABLE_SCAN)
+            # The registry, the jobs' sparse `live` index (leases, unsent ring jobs) and the
+            # limits (accounts with a backlog and a free slot) are scanned, each bounded.
+            access.table_access(
+                reaper.role,
+                table(resources.NODES, resources.JOBS, resources.LIMITS),
+                access.TABLE_SCAN,
+            )
             access.queue_access(reaper.role, every_queue, access.QUEUE_SEND + access.QUEUE_CONSUME)
             access.queue_access(reaper.role, node_queues, access.NODE_QUEUE_DELETE)
             access.topic_publish(reaper.role, queues.events)
@@ -303,7 +309,10 @@ class Functions(Construct):
             built["lifecycle"] = lifecycle
             access.table_access(lifecycle.role, upkeep, access.TABLE_READ + access.TABLE_WRITE)
             access.table_access(lifecycle.role, models, access.TABLE_READ)
-            access.table_access(lifecycle.role, table(resources.NODES), access.TABLE_SCAN)
+            # The registry, and the jobs' `live` index for the jobs still running on the node.
+            access.table_access(
+                lifecycle.role, table(resources.NODES, resources.JOBS), access.TABLE_SCAN
+            )
             access.queue_access(
                 lifecycle.role, every_queue, access.QUEUE_SEND + access.QUEUE_CONSUME
             )

@@ -132,3 +132,23 @@ def test_synth_asked_aws_for_nothing(synthesised: Synthesised) -> None:
         for subnet in synthesised.resources("AWS::EC2::Subnet").values()
     }
     assert zones == {"us-east-1a", "us-east-1b", "us-east-1c"}
+
+
+def _scanned(synthesised: Synthesised, function: str) -> set[str]:
+    role = synthesised.stack.functions.built[function].role
+    return {
+        flatten(resource)
+        for statement in _role_statements(synthesised, role)
+        if "dynamodb:Scan" in _actions(statement)
+        for resource in statement["Resource"]
+    }
+
+
+def test_the_reaper_and_the_drain_may_scan_what_they_read(synthesised: Synthesised) -> None:
+    # The reaper reads the jobs' sparse `live` index and the accounts with a backlog; the
+    # drain the jobs still running on its node: without Scan both would be refused on AWS.
+    reaper, lifecycle = _scanned(synthesised, "reaper"), _scanned(synthesised, "lifecycle")
+
+    assert any(arn.endswith("/index/live") for arn in reaper)
+    assert any("Limits" in arn for arn in reaper), reaper
+    assert any(arn.endswith("/index/live") for arn in lifecycle)
