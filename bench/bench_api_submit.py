@@ -16,15 +16,15 @@ import time
 import uuid
 from typing import Any
 
+from bench.bench_submit import put_item_samples
 from bench.common import Figure, Timing
 from comfyfleet.api.context import Caller
 from comfyfleet.api.telemetry import RecordedMetrics
-from comfyfleet.aws import client, reset_clients
+from comfyfleet.aws import reset_clients
 from comfyfleet.domain import Limits, Scope
-from comfyfleet.resources import JOBS, provision
+from comfyfleet.resources import provision
 from comfyfleet.settings import Settings
 from comfyfleet.store.dynamo import dynamo_stores
-from comfyfleet.store.dynamo.codec import pack_workflow
 from comfyfleet.templates import render_template
 
 REGION = "us-east-1"
@@ -80,7 +80,7 @@ def run(quick: bool = False) -> list[Figure]:
         with mock_aws():
             reset_clients()
             submits.extend(_batch(settings, body))
-            puts.extend(_put_items(settings, workflow, BATCH))
+            puts.extend(put_item_samples(settings, workflow, BATCH))
         reset_clients()
     submit, put = Timing.of(submits), Timing.of(puts)
     return [
@@ -135,21 +135,3 @@ def _batch(settings: Settings, body: str) -> list[float]:
     return samples
 
 
-def _put_items(settings: Settings, workflow: dict[str, Any], runs: int) -> list[float]:
-    """PutItem of a job-sized item on the same moto: the floor of any submit."""
-    db = client("dynamodb", region=REGION)
-    blob = pack_workflow(workflow)
-    samples = []
-    for i in range(runs):
-        started = time.perf_counter()
-        db.put_item(
-            TableName=JOBS.name(settings),
-            Item={
-                "job_id": {"S": f"bench-{i}"},
-                "workflow": {"B": blob},
-                "account_id": {"S": "acct"},
-                "state": {"S": "queued"},
-            },
-        )
-        samples.append(time.perf_counter() - started)
-    return samples

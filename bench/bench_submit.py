@@ -54,7 +54,7 @@ def run(quick: bool = False) -> list[Figure]:
             submits, seconds = _batch(settings, workflow, calls)
             submit_samples.extend(submits)
             elapsed += seconds
-            put_samples.extend(_put_items(settings, workflow, BATCH))
+            put_samples.extend(put_item_samples(settings, workflow, BATCH))
             raw_samples.extend(_raw_transactions(settings, workflow, BATCH))
         reset_clients()
     submit, put = Timing.of(submit_samples), Timing.of(put_samples)
@@ -127,7 +127,7 @@ def _batch(
     return samples, seconds
 
 
-def _put_items(settings: Settings, workflow: dict[str, Any], runs: int) -> list[float]:
+def put_item_samples(settings: Settings, workflow: dict[str, Any], runs: int) -> list[float]:
     """PutItem of a job-sized item on the same moto: the floor of any submit."""
     db = client("dynamodb", region=REGION)
     blob = pack_workflow(workflow)
