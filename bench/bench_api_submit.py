@@ -11,13 +11,12 @@ TransactWriteItems, which would otherwise time moto rather than the API.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from typing import Any
 
 from bench.bench_submit import put_item_samples
-from bench.common import Figure, Timing
+from bench.common import Figure, Timing, use_dummy_aws_credentials
 from comfyfleet.api.context import Caller
 from comfyfleet.api.telemetry import RecordedMetrics
 from comfyfleet.aws import reset_clients
@@ -65,12 +64,7 @@ def submit_event(caller: Caller, body: str) -> dict[str, Any]:
 def run(quick: bool = False) -> list[Figure]:
     from moto import mock_aws
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        os.environ.setdefault(name, value)
+    use_dummy_aws_credentials()
     settings = Settings()
     workflow = render_template("sdxl", {"prompt": "a lighthouse", "seed": 1}).graph
     body = json.dumps({"prompt": workflow, "metadata": {"bench": True}})
@@ -133,5 +127,3 @@ def _batch(settings: Settings, body: str) -> list[float]:
         if response["statusCode"] != 202:
             raise RuntimeError(f"submit refused: {response['body'][:300]}")
     return samples
-
-

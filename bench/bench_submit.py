@@ -7,12 +7,11 @@ submit path rather than that copy.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from typing import Any
 
-from bench.common import Figure, Timing
+from bench.common import Figure, Timing, use_dummy_aws_credentials
 from comfyfleet.aws import client, reset_clients
 from comfyfleet.clock import SystemClock
 from comfyfleet.domain import Limits
@@ -35,12 +34,7 @@ ACCOUNTS = 4
 def run(quick: bool = False) -> list[Figure]:
     from moto import mock_aws
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        os.environ.setdefault(name, value)
+    use_dummy_aws_credentials()
     settings = Settings()
     workflow = render_template("sdxl", {"prompt": "a lighthouse", "seed": 1}).graph
     calls: Counter[str] = Counter()

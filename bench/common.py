@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+BENCH_REGION = "us-east-1"
+
+
+def use_dummy_aws_credentials() -> None:
+    """Dummy credentials and a region for boto3: benchmarks talk to moto only."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": BENCH_REGION,
+    }.items():
+        os.environ.setdefault(name, value)
 
 
 @dataclass(frozen=True)
