@@ -80,15 +80,15 @@ def route_job(
         for node in nodes
         if node.live(now, settings.node_stale_seconds) and node.queue_url
     ]
-    shared = Route(SHARED_ROUTE, shared_url, _shared_start(options, shared_queued, settings))
+    start, backlog = _shared_estimate(options, shared_queued, settings)
     return choose_route(
         options,
-        shared,
+        Route(SHARED_ROUTE, shared_url, start),
         bool(sizes),
         settings,
         policy=policy,
         rng=rng,
-        shared_backlog_seconds=_shared_backlog(options, shared_queued, settings),
+        shared_backlog_seconds=backlog,
     )
 
 
@@ -184,27 +184,21 @@ def node_option(
     )
 
 
-def _mean_run(options: list[RouteOption], settings: Settings) -> float:
-    return sum(run_seconds(o.node, settings) for o in options) / len(options)
-
-
-def _shared_backlog(options: list[RouteOption], shared_queued: int, settings: Settings) -> float:
-    """The seconds of the shared estimate spent on the jobs already waiting there."""
+def _shared_estimate(
+    options: list[RouteOption], shared_queued: int, settings: Settings
+) -> tuple[float, float]:
+    """When the shared queue would start the job, and how much of that is its backlog."""
     if not options:
-        return shared_queued * settings.default_run_seconds
-    return backlog_seconds(shared_queued, _mean_run(options, settings), len(options))
-
-
-def _shared_start(options: list[RouteOption], shared_queued: int, settings: Settings) -> float:
-    if not options:
-        return (shared_queued + 1) * settings.default_run_seconds
-    return shared_start(
+        return (shared_queued + 1) * settings.default_run_seconds, 0.0
+    mean_run = sum(run_seconds(o.node, settings) for o in options) / len(options)
+    start = shared_start(
         first_free=min(o.free_in for o in options),
-        mean_run=_mean_run(options, settings),
+        mean_run=mean_run,
         mean_download=sum(o.download for o in options) / len(options),
         live_nodes=len(options),
         shared_queued=shared_queued,
     )
+    return start, backlog_seconds(shared_queued, mean_run, len(options))
 
 
 def shared_start(
