@@ -13,23 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from comfyfleet import __version__
+from comfyfleet.cli_client import add_client_commands
+from comfyfleet.cli_common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CliError, read_json
+from comfyfleet.dev.command import add_dev_command
+from comfyfleet.sim.cli import add_parser as add_sim_command
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(Exception):
-    """Ends the command with a message on stderr and exit code 2."""
-
-
-def _read_json(path: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read {path}: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"{path} is not JSON: {exc}") from None
+__all__ = ["CliError", "build_parser", "main"]
 
 
 def _load_catalogue(spec: str | None) -> Any:
@@ -58,7 +47,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from comfyfleet.settings import get_settings
     from comfyfleet.workflow import validate_workflow
 
-    document = _read_json(args.file)
+    document = read_json(args.file)
     catalogue = _load_catalogue(args.catalogue)
     graph, manifest = document, None
     if _is_request_body(document):
@@ -132,7 +121,10 @@ def cmd_template(args: argparse.Namespace) -> int:
 def cmd_fakecomfy(args: argparse.Namespace) -> int:
     import logging
 
-    from gpu_agent.fakecomfy import serve
+    try:
+        from gpu_agent.fakecomfy import serve  # a development tool: not installed on GPU nodes
+    except ImportError as exc:
+        raise CliError(f"fakecomfy is not installed ({exc}): pip install -e ./fakecomfy") from None
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     serve(
@@ -157,7 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"comfyfleet {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_validate(commands)
+    _add_template(commands)
+    _add_fakecomfy(commands)
+    _add_agent(commands)
+    add_dev_command(commands)
+    add_client_commands(commands)
+    add_sim_command(commands)
+    return parser
 
+
+def _add_validate(commands: Any) -> None:
     validate = commands.add_parser(
         "validate",
         help="check an API-format workflow (or a POST /v1/jobs body) and list its models",
@@ -171,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=cmd_validate)
 
+
+def _add_template(commands: Any) -> None:
     template = commands.add_parser("template", help="print the workflow a template builds")
     template.add_argument("name", metavar="NAME", nargs="?", help="sd15, sdxl or flux")
     template.add_argument("--list", action="store_true", help="list the templates")
@@ -182,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
         template.add_argument(f"--{name.replace('_', '-')}", dest=name, help=help_text)
     template.set_defaults(handler=cmd_template)
 
+
+def _add_fakecomfy(commands: Any) -> None:
+    # The same flags as `python -m fakecomfy` (a test holds the two parsers together); they
+    # are declared here too so that this parser builds on a node, where fakecomfy is absent.
     fakecomfy = commands.add_parser(
         "fakecomfy", help="serve a stand-in ComfyUI (its protocol, no GPU) until Ctrl-C"
     )
@@ -198,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fakecomfy.set_defaults(handler=cmd_fakecomfy)
 
+
+def _add_agent(commands: Any) -> None:
     agent = commands.add_parser(
         "agent",
         help="run the GPU agent beside ComfyUI (configured by COMFYFLEET_ variables)",
@@ -206,15 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variables: see docs/settings.md.",
     )
     agent.set_defaults(handler=cmd_agent)
-
-    from comfyfleet.cli_client import add_client_commands
-    from comfyfleet.dev.command import add_dev_command
-    from comfyfleet.sim.cli import add_parser as add_sim_command
-
-    add_dev_command(commands)
-    add_client_commands(commands)
-    add_sim_command(commands)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

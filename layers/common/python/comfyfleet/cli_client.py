@@ -18,16 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from comfyfleet.cli_common import EXIT_FAILED, EXIT_OK, CliError, read_json
 from comfyfleet.client import JSON, TERMINAL, ApiError, Client, ConnectionFailed, JobTimeout
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_STATE_DIR = ".comfyfleet"
-
-
-def _cli_error(message: str) -> Exception:
-    from comfyfleet.cli import CliError
-
-    return CliError(message)
 
 
 def resolve_endpoint(args: argparse.Namespace, *, admin: bool) -> tuple[str, str]:
@@ -41,7 +35,7 @@ def resolve_endpoint(args: argparse.Namespace, *, admin: bool) -> tuple[str, str
         except (OSError, ValueError):
             dev = None
         if dev is None and (not url or not key):
-            raise _cli_error(
+            raise CliError(
                 "no API to call: pass --api-url and --api-key, set COMFYFLEET_API_URL and "
                 f"COMFYFLEET_API_KEY, or start `comfyfleet dev` (no {state})"
             )
@@ -59,16 +53,6 @@ def _client(args: argparse.Namespace, *, admin: bool = False) -> Client:
 
 def _print(document: Any) -> None:
     print(json.dumps(document, indent=2))
-
-
-def _read_json(path: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-        return json.loads(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _cli_error(f"cannot read {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise _cli_error(f"{path} is not JSON: {exc}") from None
 
 
 # -- following jobs ---------------------------------------------------------------------------
@@ -142,7 +126,7 @@ def _finish(client: Client, job: JSON, out: Path | None) -> JSON:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    document = _read_json(args.file)
+    document = read_json(args.file)
     with _client(args) as client:
         accepted = client.submit(document, webhook_url=args.webhook)
         if not args.wait and args.out is None:
@@ -260,7 +244,7 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             print(f"comfyfleet: {exc}", file=sys.stderr)
             return EXIT_FAILED
         except ConnectionFailed as exc:
-            raise _cli_error(str(exc)) from None
+            raise CliError(str(exc)) from None
 
     return run
 

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from comfyfleet.cli_common import CliError
+
 
 def add_dev_command(commands: Any) -> None:
     dev = commands.add_parser(
@@ -43,7 +45,6 @@ def add_dev_command(commands: Any) -> None:
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from comfyfleet.cli import CliError
     from comfyfleet.dev.stack import ComfyTarget, DevOptions
 
     targets = None
@@ -77,7 +78,6 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from comfyfleet.cli import CliError
     from comfyfleet.dev.stack import DevStack, StackError, banner
 
     options = _options(args)

@@ -11,14 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from comfyfleet.cli_common import EXIT_OK, EXIT_USAGE
 from comfyfleet.router import POLICIES
 from comfyfleet.sim.workload import DEFAULT_PRICE_PER_HOUR, SCENARIOS
-
-EXIT_OK, EXIT_USAGE = 0, 2
-
-
-class SimUsageError(Exception):
-    """Ends ``comfyfleet sim`` with a message on stderr and exit code 2."""
 
 
 def _positive_int(text: str) -> int:
