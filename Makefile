@@ -9,12 +9,13 @@ CORE_CATALOGUE := layers/common/python/comfyfleet/data/object_info_core.json
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml fakecomfy/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "comfyfleet needs Python >= 3.11 (set PYTHON=...)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,agent,cdk,cli]'
+	# fakecomfy (the stand-in ComfyUI) is a distribution of its own, kept out of the agent's wheel
+	$(BIN)/python -m pip install --quiet -e '.[dev,agent,cdk,cli]' -e ./fakecomfy
 	@touch $(INSTALLED)
 
 lint: $(INSTALLED)

@@ -56,7 +56,7 @@ from comfyfleet.settings import Settings
 from comfyfleet.store.memory import memory_stores
 from comfyfleet.templates import render_template
 from comfyfleet.workflow.refs import ModelRef, ref_for_url
-from gpu_agent.fakecomfy import placeholder_safetensors
+from fakecomfy import placeholder_safetensors
 from gpu_agent.main import Parts, build
 from gpu_agent.runner import Ending
 from gpu_agent.settings import AgentSettings

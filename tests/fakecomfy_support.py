@@ -17,7 +17,7 @@ from typing import Any
 import requests
 import websocket
 
-from gpu_agent.fakecomfy import RunningFakeComfy
+from fakecomfy import RunningFakeComfy
 from tests.support import load_fixture
 
 Message = dict[str, Any]

@@ -17,7 +17,7 @@ import pytest
 
 from comfyfleet.client import Client
 from comfyfleet.dev.launch import RunningStack, launch_dev_stack
-from gpu_agent.fakecomfy import placeholder_safetensors
+from fakecomfy import placeholder_safetensors
 from tests.origin_server import OriginServer
 
 pytestmark = pytest.mark.slow

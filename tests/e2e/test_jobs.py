@@ -15,7 +15,7 @@ from comfyfleet import webhooks
 from comfyfleet.cli import main
 from comfyfleet.client import Client, RateLimitExceeded
 from comfyfleet.dev.launch import RunningStack
-from gpu_agent.fakecomfy import placeholder_safetensors
+from fakecomfy import placeholder_safetensors
 from tests.e2e.conftest import new_user, node_home
 from tests.e2e.support import WebhookReceiver, eventually, fetch_png, loader_graph
 from tests.origin_server import OriginServer

@@ -26,7 +26,7 @@ from comfyfleet.store import Stores
 from comfyfleet.templates import render_template
 from comfyfleet.workflow import validate_workflow
 from comfyfleet.workflow.refs import ref_for_url
-from gpu_agent.fakecomfy import RunningFakeComfy, placeholder_safetensors, start_fakecomfy
+from fakecomfy import RunningFakeComfy, placeholder_safetensors, start_fakecomfy
 from gpu_agent.main import Parts, build
 from gpu_agent.runner import Ending
 from gpu_agent.settings import AgentSettings

@@ -18,7 +18,7 @@ from comfyfleet.domain import JobState, NodeStatus
 from comfyfleet.resources import preview_key
 from comfyfleet.scheduling import Dispatcher
 from comfyfleet.store import Stores
-from gpu_agent.fakecomfy import start_fakecomfy
+from fakecomfy import start_fakecomfy
 from gpu_agent.main import install_signal_handlers
 from gpu_agent.runner import Ending
 from tests.integration import test_agent
@@ -45,7 +45,7 @@ def signal_handlers() -> Iterator[None]:
 
 
 def _checkpoint(origin: OriginServer) -> str:
-    from gpu_agent.fakecomfy import placeholder_safetensors
+    from fakecomfy import placeholder_safetensors
 
     return origin.add("/models/tiny.safetensors", placeholder_safetensors())
 

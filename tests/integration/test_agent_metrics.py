@@ -25,8 +25,8 @@ from comfyfleet.observability import (
 )
 from comfyfleet.resources import Provisioned
 from comfyfleet.scheduling import Dispatcher
+from fakecomfy import placeholder_safetensors
 from gpu_agent.cache import CacheReport
-from gpu_agent.fakecomfy import placeholder_safetensors
 from gpu_agent.metrics import SERVICE, AgentMetrics, CloudWatchMetrics
 from gpu_agent.runner import Ending
 from tests.integration import test_agent

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from gpu_agent.fakecomfy import RunningFakeComfy, placeholder_safetensors, start_fakecomfy
+from fakecomfy import RunningFakeComfy, placeholder_safetensors, start_fakecomfy
 from tests.fakecomfy_support import (
     ComfySocket,
     Message,

@@ -11,7 +11,7 @@ import pytest
 import requests
 from PIL import Image, PngImagePlugin
 
-from gpu_agent.fakecomfy import RunningFakeComfy, start_fakecomfy
+from fakecomfy import RunningFakeComfy, start_fakecomfy
 from tests.fakecomfy_support import recording, run_prompt
 from tests.support import basic_graph
 

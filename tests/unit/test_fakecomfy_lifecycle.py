@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from comfyfleet.cli import build_parser, cmd_fakecomfy
-from gpu_agent.fakecomfy import placeholder_safetensors, start_fakecomfy
+from fakecomfy import placeholder_safetensors, start_fakecomfy
 from tests.fakecomfy_support import ComfySocket, post_prompt, sd15_graph
 
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 import websocket
 
-from gpu_agent.fakecomfy import RunningFakeComfy, placeholder_safetensors, start_fakecomfy
+from fakecomfy import RunningFakeComfy, placeholder_safetensors, start_fakecomfy
 from tests.fakecomfy_support import (
     ComfySocket,
     normalized,

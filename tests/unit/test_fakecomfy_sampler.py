@@ -11,7 +11,7 @@ import pytest
 import requests
 from PIL import Image
 
-from gpu_agent.fakecomfy import RunningFakeComfy, placeholder_safetensors, start_fakecomfy
+from fakecomfy import RunningFakeComfy, placeholder_safetensors, start_fakecomfy
 from tests.fakecomfy_support import (
     Message,
     Run,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from gpu_agent.fakecomfy import RunningFakeComfy, start_fakecomfy
+from fakecomfy import RunningFakeComfy, start_fakecomfy
 from tests.fakecomfy_support import recording, run_prompt
 from tests.support import basic_graph, checkpoint_graph
 

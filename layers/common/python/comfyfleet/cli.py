@@ -122,7 +122,7 @@ def cmd_fakecomfy(args: argparse.Namespace) -> int:
     import logging
 
     try:
-        from gpu_agent.fakecomfy import serve  # a development tool: not installed on GPU nodes
+        from fakecomfy import serve  # a development tool: not installed on GPU nodes
     except ImportError as exc:
         raise CliError(f"fakecomfy is not installed ({exc}): pip install -e ./fakecomfy") from None
 

@@ -55,7 +55,7 @@ def run(out: Path, state_dir: Path, example: Path) -> int:
     from comfyfleet.cli_client import follow
     from comfyfleet.client import Client
     from comfyfleet.dev.launch import launch_dev_stack
-    from gpu_agent.fakecomfy import placeholder_safetensors
+    from fakecomfy import placeholder_safetensors
 
     graph = json.loads(example.read_text())
     started = time.monotonic()

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from gpu_agent.fakecomfy.folders import ComfyFolders
-from gpu_agent.fakecomfy.graph import (
+from fakecomfy.folders import ComfyFolders
+from fakecomfy.graph import (
     CacheEntry,
     DependencyCycle,
     ExecutionList,
@@ -27,12 +27,12 @@ from gpu_agent.fakecomfy.graph import (
     cache_keys,
     is_link,
 )
-from gpu_agent.fakecomfy.node_api import InterruptProcessing, NodeContext
-from gpu_agent.fakecomfy.node_types import LiveNodeTypes, NodeType
-from gpu_agent.fakecomfy.nodes import implementation
-from gpu_agent.fakecomfy.progress import Messenger, ProgressRegistry, StepReporter
-from gpu_agent.fakecomfy.prompt_queue import QueueItem
-from gpu_agent.fakecomfy.validation import full_type_name
+from fakecomfy.node_api import InterruptProcessing, NodeContext
+from fakecomfy.node_types import LiveNodeTypes, NodeType
+from fakecomfy.nodes import implementation
+from fakecomfy.progress import Messenger, ProgressRegistry, StepReporter
+from fakecomfy.prompt_queue import QueueItem
+from fakecomfy.validation import full_type_name
 
 logger = logging.getLogger(__name__)
 

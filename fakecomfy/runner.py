@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gpu_agent.fakecomfy.server import FakeComfy
+from fakecomfy.server import FakeComfy
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
 """ComfyUI's HTTP routes, each also under ``/api``, and its Origin check.
 
-Handlers parse the request and delegate to ``FakeComfy``. As in ComfyUI, a body that is not
-JSON where JSON is required is not caught: aiohttp answers it with its plain-text 500.
+Handlers parse the request and delegate to the server (``FakeComfy``), which they know only
+as ``ComfyServer``: the server builds its app from these routes, never the other way round.
+As in ComfyUI, a body that is not JSON where JSON is required is not caught: aiohttp answers
+it with its plain-text 500.
 """
 
 from __future__ import annotations
@@ -11,16 +13,15 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlparse, urlsplit
 
 from aiohttp import web
 
-from gpu_agent.fakecomfy.folders import MODEL_FOLDERS
-from gpu_agent.fakecomfy.hub import SERVER_FEATURES
-
-if TYPE_CHECKING:
-    from gpu_agent.fakecomfy.server import FakeComfy
+from fakecomfy.folders import MODEL_FOLDERS, ComfyFolders
+from fakecomfy.hub import SERVER_FEATURES, SocketHub
+from fakecomfy.node_types import LiveNodeTypes
+from fakecomfy.prompt_queue import PromptQueue
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,24 @@ FRONTEND_VERSIONS = {
     "installed_templates_version": "0.1.95",
     "required_templates_version": "0.1.95",
 }
+
+
+class ComfyServer(Protocol):
+    """What the routes need of the server."""
+
+    folders: ComfyFolders
+    hub: SocketHub
+    queue: PromptQueue
+    previews: bool
+    version: str
+
+    def queue_info(self) -> dict[str, Any]: ...
+
+    def submit(self, body: Any) -> tuple[int, dict[str, Any]]: ...
+
+    def interrupt(self, prompt_id: Any = None) -> None: ...
+
+    def live_types(self) -> LiveNodeTypes: ...
 
 
 def _is_loopback(hostname: str | None) -> bool:
@@ -77,7 +96,7 @@ async def origin_only(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
-def add_routes(app: web.Application, fake: FakeComfy) -> None:
+def add_routes(app: web.Application, fake: ComfyServer) -> None:
     routes = _Routes(fake)
     table: list[tuple[str, str, Handler]] = [
         ("GET", "/ws", fake.hub.handle),
@@ -107,7 +126,7 @@ def add_routes(app: web.Application, fake: FakeComfy) -> None:
 
 
 class _Routes:
-    def __init__(self, fake: FakeComfy) -> None:
+    def __init__(self, fake: ComfyServer) -> None:
         self.fake = fake
 
     # -- prompts and queue ----------------------------------------------------------------

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gpu_agent.fakecomfy.folders import ComfyFolders
-from gpu_agent.fakecomfy.node_types import LiveNodeTypes
-from gpu_agent.fakecomfy.nodes import changed_fingerprint
+from fakecomfy.folders import ComfyFolders
+from fakecomfy.node_types import LiveNodeTypes
+from fakecomfy.nodes import changed_fingerprint
 
 
 def is_link(value: Any) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from gpu_agent.fakecomfy.folders import ComfyFolders
+from fakecomfy.folders import ComfyFolders
 
 
 class InterruptProcessing(Exception):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from gpu_agent.fakecomfy.folders import ComfyFolders
+from fakecomfy.folders import ComfyFolders
 
 # class → input → the model folder whose files are its choices.
 FILE_INPUTS: dict[str, dict[str, str]] = {

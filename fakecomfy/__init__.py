@@ -11,9 +11,9 @@ files and pass placeholders, and samplers take ``steps × step_seconds``.
 
 from __future__ import annotations
 
-from gpu_agent.fakecomfy.nodes_model import placeholder_safetensors
-from gpu_agent.fakecomfy.runner import RunningFakeComfy, serve, start_fakecomfy
-from gpu_agent.fakecomfy.server import COMFYUI_VERSION, FakeComfy
+from fakecomfy.nodes_model import placeholder_safetensors
+from fakecomfy.runner import RunningFakeComfy, serve, start_fakecomfy
+from fakecomfy.server import COMFYUI_VERSION, FakeComfy
 
 __all__ = [
     "COMFYUI_VERSION",

@@ -12,9 +12,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from gpu_agent.fakecomfy.folders import ComfyFolders
-from gpu_agent.fakecomfy.node_types import InputDef, LiveNodeTypes
-from gpu_agent.fakecomfy.nodes import custom_validation
+from fakecomfy.folders import ComfyFolders
+from fakecomfy.node_types import InputDef, LiveNodeTypes
+from fakecomfy.nodes import custom_validation
 
 Reasons = list[dict[str, Any]]
 CONVERSIONS: dict[str, type] = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}

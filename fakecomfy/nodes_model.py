@@ -15,9 +15,9 @@ from typing import Any
 
 from PIL import Image
 
-from gpu_agent.fakecomfy.node_api import NodeContext, NodeOutput, ReportedError
-from gpu_agent.fakecomfy.nodes_image import rescale
-from gpu_agent.fakecomfy.values import (
+from fakecomfy.node_api import NodeContext, NodeOutput, ReportedError
+from fakecomfy.nodes_image import rescale
+from fakecomfy.values import (
     Conditioning,
     ImageBatch,
     Latent,

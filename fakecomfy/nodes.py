@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from gpu_agent.fakecomfy import nodes_image as image
-from gpu_agent.fakecomfy import nodes_model as model
-from gpu_agent.fakecomfy.folders import ComfyFolders
-from gpu_agent.fakecomfy.node_api import NodeFunction
+from fakecomfy import nodes_image as image
+from fakecomfy import nodes_model as model
+from fakecomfy.folders import ComfyFolders
+from fakecomfy.node_api import NodeFunction
 
 IMPLEMENTATIONS: dict[str, NodeFunction] = {
     "EmptyImage": image.empty_image,

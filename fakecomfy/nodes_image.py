@@ -10,9 +10,9 @@ from typing import Any
 from PIL import Image, ImageFilter, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
-from gpu_agent.fakecomfy.folders import ComfyFolders, UnsafeSavePath
-from gpu_agent.fakecomfy.node_api import NodeContext, NodeOutput, ReportedError
-from gpu_agent.fakecomfy.values import ImageBatch, MaskBatch
+from fakecomfy.folders import ComfyFolders, UnsafeSavePath
+from fakecomfy.node_api import NodeContext, NodeOutput, ReportedError
+from fakecomfy.values import ImageBatch, MaskBatch
 
 RESAMPLING = {
     "nearest-exact": Image.Resampling.NEAREST,

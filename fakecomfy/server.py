@@ -15,13 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gpu_agent.fakecomfy.execution import ExecutionReport, PromptExecutor
-from gpu_agent.fakecomfy.folders import ComfyFolders
-from gpu_agent.fakecomfy.hub import MAX_UPLOAD_SIZE, SocketHub
-from gpu_agent.fakecomfy.node_types import LiveNodeTypes, NodeTypes, core_object_info
-from gpu_agent.fakecomfy.prompt_queue import PromptQueue, QueueItem
-from gpu_agent.fakecomfy.routes import add_routes, origin_only
-from gpu_agent.fakecomfy.validation import prompt_error, validate_prompt
+from fakecomfy.execution import ExecutionReport, PromptExecutor
+from fakecomfy.folders import ComfyFolders
+from fakecomfy.hub import MAX_UPLOAD_SIZE, SocketHub
+from fakecomfy.node_types import LiveNodeTypes, NodeTypes, core_object_info
+from fakecomfy.prompt_queue import PromptQueue, QueueItem
+from fakecomfy.routes import add_routes, origin_only
+from fakecomfy.validation import prompt_error, validate_prompt
 
 logger = logging.getLogger(__name__)
 
