@@ -32,7 +32,7 @@ from comfyfleet.workflow.refs import FOLDERS, ModelRef
 from comfyfleet.workflow.urls import unsafe_name_reason
 from gpu_agent.cache_index import CachedModel, CacheIndex
 from gpu_agent.comfy_links import ComfyFolders, link_target, place_link, remove_link
-from gpu_agent.sources import (
+from gpu_agent.source_protocol import (
     IntegrityMismatch,
     ModelSource,
     check_integrity,

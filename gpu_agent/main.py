@@ -33,7 +33,8 @@ from gpu_agent.origin import OriginDownloader
 from gpu_agent.outputs import OutputPublisher, link_signer
 from gpu_agent.runner import JobRunner, StopSignal
 from gpu_agent.settings import AgentSettings
-from gpu_agent.sources import ModelSources, Source
+from gpu_agent.source_protocol import Source
+from gpu_agent.sources import ModelSources
 
 logger = logging.getLogger("gpu_agent")
 
@@ -48,6 +49,19 @@ class Parts:
     http: OutboundClient
 
 
+@dataclass(frozen=True)
+class _Wiring:
+    """Who the agent is and the AWS side it talks to: stores, queues, S3 and the clock."""
+
+    clock: Clock
+    stores: Stores
+    queues: Any
+    s3: Any
+    node: str
+    shared_url: str
+    node_queue_url: str
+
+
 def build(
     settings: AgentSettings,
     *,
@@ -60,6 +74,33 @@ def build(
     events: JobEvents | None = None,
 ) -> Parts:
     """An agent wired to AWS (or to the stores, queues, S3 client and events given)."""
+    wiring = _connect(
+        settings,
+        stores=stores,
+        queues=queues,
+        s3=s3,
+        clock=clock,
+        node_queue_url=node_queue_url,
+        on_ec2=on_ec2,
+    )
+    http = OutboundClient(allow_loopback=settings.allow_local_urls)
+    sources, cache = _models(settings, wiring, http)
+    comfy = ComfyClient(settings.comfy_url, client_id=f"comfyfleet-{wiring.node}")
+    agent = _agent(settings, wiring, comfy, cache, events=events, on_ec2=on_ec2)
+    return Parts(agent, sources, cache, http)
+
+
+def _connect(
+    settings: AgentSettings,
+    *,
+    stores: Stores | None,
+    queues: Any,
+    s3: Any,
+    clock: Clock | None,
+    node_queue_url: str | None,
+    on_ec2: bool,
+) -> _Wiring:
+    """The clock, stores, queues and S3 client (given or from AWS), the node and its queues."""
     clock = clock or SystemClock()
     stores = stores or dynamo_stores(settings)
     sqs = SqsJobQueues(client("sqs"))
@@ -69,7 +110,14 @@ def build(
     shared_url = settings.shared_queue_url or sqs.queue_url(SHARED_QUEUE.name(settings))
     if node_queue_url is None:
         node_queue_url = sqs.create_node_queue(settings, node)
-    http = OutboundClient(allow_loopback=settings.allow_local_urls)
+    return _Wiring(clock, stores, queues, s3, node, shared_url, node_queue_url)
+
+
+def _models(
+    settings: AgentSettings, wiring: _Wiring, http: OutboundClient
+) -> tuple[ModelSources, ModelCache]:
+    """The model sources (mirror, then origin) and the cache in front of them."""
+    stores = wiring.stores
 
     def remember(ref: ModelRef, size: int, sha256: str | None, source: Source) -> None:
         # The catalogue of sizes and hashes: routing's estimates, later nodes' checks.
@@ -88,12 +136,66 @@ def build(
         settings.cache_budget_bytes,
         settings.comfy_root,
         sources,
-        clock=clock.now,
+        clock=wiring.clock.now,
     )
-    comfy = ComfyClient(settings.comfy_url, client_id=f"comfyfleet-{node}")
+    return sources, cache
+
+
+def _agent(
+    settings: AgentSettings,
+    wiring: _Wiring,
+    comfy: ComfyClient,
+    cache: ModelCache,
+    *,
+    events: JobEvents | None,
+    on_ec2: bool,
+) -> Agent:
+    """The dispatcher, output publisher, metrics and job runner, and the agent around them."""
     events = events or SnsJobEvents(client("sns"), settings)
-    dispatcher = Dispatcher(stores, queues, settings, clock, shared_url=shared_url, events=events)
-    outputs = OutputPublisher(
+    dispatcher = Dispatcher(
+        wiring.stores,
+        wiring.queues,
+        settings,
+        wiring.clock,
+        shared_url=wiring.shared_url,
+        events=events,
+    )
+    outputs = _outputs(settings, wiring.s3, comfy)
+    stop = StopSignal()
+    metrics = _metrics(settings)
+    runner = JobRunner(
+        settings,
+        dispatcher,
+        wiring.queues,
+        comfy,
+        cache,
+        outputs,
+        wiring.s3,
+        wiring.node,
+        wiring.clock,
+        stop,
+        metrics,
+    )
+    return Agent(
+        settings,
+        node_id=wiring.node,
+        node_queue_url=wiring.node_queue_url,
+        dispatcher=dispatcher,
+        queues=wiring.queues,
+        comfy=comfy,
+        cache=cache,
+        runner=runner,
+        s3=wiring.s3,
+        clock=wiring.clock,
+        stop=stop,
+        spot_notice=spot_interruption_notice if on_ec2 else None,
+        metrics=metrics,
+    )
+
+
+def _outputs(settings: AgentSettings, s3: Any, comfy: ComfyClient) -> OutputPublisher:
+    """Publishes a job's outputs from ComfyUI to the output bucket, with signed links."""
+    return OutputPublisher(
         s3,
         settings.output_bucket_name,
         comfy,
@@ -101,30 +203,14 @@ def build(
         link_seconds=settings.output_link_seconds,
         signer=link_signer(s3.meta.region_name),
     )
-    stop = StopSignal()
-    metrics = None
-    if settings.metrics_enabled:
-        sink = CloudWatchMetrics(client("cloudwatch"), flush_seconds=settings.metrics_flush_seconds)
-        metrics = AgentMetrics(sink)
-    runner = JobRunner(
-        settings, dispatcher, queues, comfy, cache, outputs, s3, node, clock, stop, metrics
-    )
-    agent = Agent(
-        settings,
-        node_id=node,
-        node_queue_url=node_queue_url,
-        dispatcher=dispatcher,
-        queues=queues,
-        comfy=comfy,
-        cache=cache,
-        runner=runner,
-        s3=s3,
-        clock=clock,
-        stop=stop,
-        spot_notice=spot_interruption_notice if on_ec2 else None,
-        metrics=metrics,
-    )
-    return Parts(agent, sources, cache, http)
+
+
+def _metrics(settings: AgentSettings) -> AgentMetrics | None:
+    """CloudWatch metrics when enabled, else None."""
+    if not settings.metrics_enabled:
+        return None
+    sink = CloudWatchMetrics(client("cloudwatch"), flush_seconds=settings.metrics_flush_seconds)
+    return AgentMetrics(sink)
 
 
 def install_signal_handlers(agent: Agent) -> None:

@@ -37,7 +37,7 @@ from s3transfer.subscribers import BaseSubscriber
 
 from comfyfleet.workflow.refs import ModelRef
 from comfyfleet.workflow.urls import normalise_url
-from gpu_agent.sources import (
+from gpu_agent.source_protocol import (
     DEFAULT_MAX_BYTES,
     Fetched,
     IntegrityMismatch,

@@ -23,7 +23,7 @@ import urllib3
 
 from comfyfleet.netguard import FetchRefused, OutboundClient, redact_url
 from comfyfleet.workflow.refs import ModelRef
-from gpu_agent.sources import (
+from gpu_agent.source_protocol import (
     DEFAULT_MAX_BYTES,
     DownloadRefused,
     Fetched,

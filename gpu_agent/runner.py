@@ -25,7 +25,7 @@ from gpu_agent.comfy import ComfyClient, ComfyRejected, ComfyUnavailable, Previe
 from gpu_agent.metrics import AgentMetrics
 from gpu_agent.outputs import OutputPublisher, PreviewPublisher, output_files
 from gpu_agent.settings import AgentSettings
-from gpu_agent.sources import SourceError
+from gpu_agent.source_protocol import SourceError
 
 logger = logging.getLogger(__name__)
 
