@@ -79,10 +79,24 @@ class Api(Construct):
             retention=retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )
-        self.rest_api = apigw.RestApi(
+        self.rest_api = self._rest_api(config)
+        self.authorizer = apigw.RequestAuthorizer(
+            self,
+            "KeyAuthorizer",
+            handler=authorizer,
+            identity_sources=[apigw.IdentitySource.header(AUTHORIZATION.title())],
+            results_cache_ttl=AUTHORIZER_CACHE_TTL,
+        )
+        self._routes(handler)
+        self._gateway_responses()
+        self.web_acl = self._web_acl(settings.prefix)
+
+    def _rest_api(self, config: DeploymentConfig) -> apigw.RestApi:
+        """The API and its stage: throttled, traced, access-logged, bodies never logged."""
+        return apigw.RestApi(
             self,
             "RestApi",
-            rest_api_name=f"{settings.prefix}-api",
+            rest_api_name=f"{config.settings.prefix}-api",
             description="comfyfleet: run ComfyUI workflows on a GPU fleet",
             endpoint_types=[apigw.EndpointType.REGIONAL],
             cloud_watch_role=True,
@@ -99,13 +113,9 @@ class Api(Construct):
                 tracing_enabled=True,
             ),
         )
-        self.authorizer = apigw.RequestAuthorizer(
-            self,
-            "KeyAuthorizer",
-            handler=authorizer,
-            identity_sources=[apigw.IdentitySource.header(AUTHORIZATION.title())],
-            results_cache_ttl=AUTHORIZER_CACHE_TTL,
-        )
+
+    def _routes(self, handler: lambda_.IFunction) -> None:
+        """Every path proxied to ``handler``: behind the authorizer but for the public paths."""
         # The api function validates bodies itself (one error shape); this checks what the
         # gateway can before an invocation.
         validator = self.rest_api.add_request_validator(
@@ -132,8 +142,6 @@ class Api(Construct):
             if parent is not None and parent is not root and not parent.get_resource("{proxy+}"):
                 # A sibling of a public path still reaches the API, behind the authorizer.
                 parent.add_resource("{proxy+}").add_method("ANY", integration, **guarded)
-        self._gateway_responses()
-        self.web_acl = self._web_acl(settings.prefix)
 
     def _gateway_responses(self) -> None:
         """Refusals by the gateway itself, in the API's one error shape (functions/authorizer)."""

@@ -66,11 +66,33 @@ class Fleet(Construct):
         self, scope: Construct, id: str, *, config: DeploymentConfig, data: Data, queues: Queues
     ) -> None:
         super().__init__(scope, id)
-        stack = Stack.of(self)
         settings = config.settings
-        agent = config.agent
+        self.vpc, security_group = self._network(config)
+        self.instance_role = iam.Role(
+            self,
+            "InstanceRole",
+            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            description=f"{settings.prefix} GPU node (agent)",
+        )
+        self._grant(config, data, queues)
+        user_data = self._user_data(config, data, queues)
+        self.launch_template = self._launch_template(config, security_group, user_data)
+        self.asg = self._group(config)
+        self.drain_hook = self.asg.add_lifecycle_hook(
+            "Drain",
+            lifecycle_hook_name=f"{settings.prefix}-drain",
+            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_TERMINATING,
+            heartbeat_timeout=Duration.seconds(
+                config.agent.drain_grace_seconds + HOOK_MARGIN_SECONDS
+            ),
+            default_result=autoscaling.DefaultResult.CONTINUE,
+        )
+        self.backlog_scaling = self._scale_on_backlog(config, queues)
 
-        self.vpc = ec2.Vpc(
+    def _network(self, config: DeploymentConfig) -> tuple[ec2.Vpc, ec2.SecurityGroup]:
+        """The VPC (public subnets, gateway endpoints, rejected traffic logged) and the nodes'
+        security group."""
+        vpc = ec2.Vpc(
             self,
             "Vpc",
             max_azs=3,
@@ -87,7 +109,7 @@ class Fleet(Construct):
                 ),
             },
         )
-        self.vpc.add_flow_log(
+        vpc.add_flow_log(
             "FlowLogs",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(
                 logs.LogGroup(self, "FlowLogGroup", retention=retention(config.log_retention_days))
@@ -97,19 +119,15 @@ class Fleet(Construct):
         security_group = ec2.SecurityGroup(
             self,
             "NodeSecurityGroup",
-            vpc=self.vpc,
+            vpc=vpc,
             description="comfyfleet GPU nodes: no inbound, all outbound",
             allow_all_outbound=True,
         )
+        return vpc, security_group
 
-        self.instance_role = iam.Role(
-            self,
-            "InstanceRole",
-            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
-            description=f"{settings.prefix} GPU node (agent)",
-        )
-        self._grant(config, data, queues)
-
+    def _user_data(self, config: DeploymentConfig, data: Data, queues: Queues) -> ec2.UserData:
+        """The bootstrap script, with the agent's source as an asset only the nodes may read."""
+        stack = Stack.of(self)
         source = s3_assets.Asset(self, "AgentSource", path=str(agent_source_dir()))
         # The one object, not the asset bucket: Asset.grant_read would open all of it.
         self.instance_role.add_to_principal_policy(
@@ -127,7 +145,7 @@ class Fleet(Construct):
             )
         )
         environment = settings_environment(
-            agent,
+            config.agent,
             {
                 "shared_queue_url": queues.shared.queue_url,
                 "events_topic_arn": queues.events.topic_arn,
@@ -145,18 +163,26 @@ class Fleet(Construct):
             source_key=source.s3_object_key,
             region=stack.region,
         )
-        user_data = ec2.UserData.custom(script)
+        return ec2.UserData.custom(script)
 
+    def _launch_template(
+        self,
+        config: DeploymentConfig,
+        security_group: ec2.SecurityGroup,
+        user_data: ec2.UserData,
+    ) -> ec2.LaunchTemplate:
+        """IMDSv2 only, an encrypted gp3 disk, the configured image and instance type."""
+        stack = Stack.of(self)
         if config.ami_id:
             image = ec2.MachineImage.generic_linux({stack.region: config.ami_id})
         else:
             image = ec2.MachineImage.from_ssm_parameter(
                 config.ami_parameter, os=ec2.OperatingSystemType.LINUX
             )
-        self.launch_template = ec2.LaunchTemplate(
+        return ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
-            launch_template_name=f"{settings.prefix}-gpu-node",
+            launch_template_name=f"{config.settings.prefix}-gpu-node",
             instance_type=ec2.InstanceType(config.instance_type),
             machine_image=image,
             role=self.instance_role,
@@ -179,28 +205,33 @@ class Fleet(Construct):
             ],
         )
 
-        mix = None
-        if config.spot:
-            types = [config.instance_type, *config.spot_instance_types]
-            mix = autoscaling.MixedInstancesPolicy(
-                launch_template=self.launch_template,
-                launch_template_overrides=[
-                    autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
-                    for t in dict.fromkeys(types)
-                ],
-                # The minimum stays on demand; everything above it is spot.
-                instances_distribution=autoscaling.InstancesDistribution(
-                    on_demand_base_capacity=config.min_nodes,
-                    on_demand_percentage_above_base_capacity=0,
-                    spot_allocation_strategy=(
-                        autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED
-                    ),
+    def _spot_mix(self, config: DeploymentConfig) -> autoscaling.MixedInstancesPolicy | None:
+        """With ``spot``: the instance type and its alternatives, spot above the minimum."""
+        if not config.spot:
+            return None
+        types = [config.instance_type, *config.spot_instance_types]
+        return autoscaling.MixedInstancesPolicy(
+            launch_template=self.launch_template,
+            launch_template_overrides=[
+                autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
+                for t in dict.fromkeys(types)
+            ],
+            # The minimum stays on demand; everything above it is spot.
+            instances_distribution=autoscaling.InstancesDistribution(
+                on_demand_base_capacity=config.min_nodes,
+                on_demand_percentage_above_base_capacity=0,
+                spot_allocation_strategy=(
+                    autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED
                 ),
-            )
-        self.asg = autoscaling.AutoScalingGroup(
+            ),
+        )
+
+    def _group(self, config: DeploymentConfig) -> autoscaling.AutoScalingGroup:
+        mix = self._spot_mix(config)
+        return autoscaling.AutoScalingGroup(
             self,
             "Nodes",
-            auto_scaling_group_name=f"{settings.prefix}-gpu-nodes",
+            auto_scaling_group_name=f"{config.settings.prefix}-gpu-nodes",
             vpc=self.vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
             launch_template=None if mix else self.launch_template,
@@ -211,15 +242,6 @@ class Fleet(Construct):
             desired_capacity=config.desired_nodes,
             group_metrics=[autoscaling.GroupMetrics.all()],
         )
-
-        self.drain_hook = self.asg.add_lifecycle_hook(
-            "Drain",
-            lifecycle_hook_name=f"{settings.prefix}-drain",
-            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_TERMINATING,
-            heartbeat_timeout=Duration.seconds(agent.drain_grace_seconds + HOOK_MARGIN_SECONDS),
-            default_result=autoscaling.DefaultResult.CONTINUE,
-        )
-        self.backlog_scaling = self._scale_on_backlog(config, queues)
 
     def _grant(self, config: DeploymentConfig, data: Data, queues: Queues) -> None:
         role, stack, settings = self.instance_role, Stack.of(self), config.settings
@@ -269,27 +291,6 @@ class Fleet(Construct):
         self, config: DeploymentConfig, queues: Queues
     ) -> autoscaling.CfnScalingPolicy:
         """Target tracking on (visible shared-queue messages) / (nodes in service)."""
-
-        def metric(
-            id: str, namespace: str, name: str, dimension: str, value: str, stat: str
-        ) -> autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty:
-            return autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                id=id,
-                return_data=False,
-                metric_stat=autoscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
-                    metric=autoscaling.CfnScalingPolicy.MetricProperty(
-                        namespace=namespace,
-                        metric_name=name,
-                        dimensions=[
-                            autoscaling.CfnScalingPolicy.MetricDimensionProperty(
-                                name=dimension, value=value
-                            )
-                        ],
-                    ),
-                    stat=stat,
-                ),
-            )
-
         return autoscaling.CfnScalingPolicy(
             self,
             "BacklogPerNode",
@@ -300,7 +301,7 @@ class Fleet(Construct):
                 target_value=float(config.backlog_per_node),
                 customized_metric_specification=autoscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
                     metrics=[
-                        metric(
+                        _metric_query(
                             "backlog",
                             "AWS/SQS",
                             "ApproximateNumberOfMessagesVisible",
@@ -308,7 +309,7 @@ class Fleet(Construct):
                             queues.shared.queue_name,
                             "Sum",
                         ),
-                        metric(
+                        _metric_query(
                             "nodes",
                             "AWS/AutoScaling",
                             "GroupInServiceInstances",
@@ -326,6 +327,28 @@ class Fleet(Construct):
                 ),
             ),
         )
+
+
+def _metric_query(
+    id: str, namespace: str, name: str, dimension: str, value: str, stat: str
+) -> autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty:
+    """One metric of a target tracking policy's math, not returned itself."""
+    return autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+        id=id,
+        return_data=False,
+        metric_stat=autoscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
+            metric=autoscaling.CfnScalingPolicy.MetricProperty(
+                namespace=namespace,
+                metric_name=name,
+                dimensions=[
+                    autoscaling.CfnScalingPolicy.MetricDimensionProperty(
+                        name=dimension, value=value
+                    )
+                ],
+            ),
+            stat=stat,
+        ),
+    )
 
 
 def render_user_data(

@@ -188,15 +188,24 @@ class Functions(Construct):
             },
         )
         self.factory = FunctionFactory(self, "Factory", config=config, environment=environment)
-        tables = data.tables
-        every_queue = [access.queues_by_prefix(stack, settings)]
-        node_queues = [access.queues_by_prefix(stack, settings, node_only=True)]
+        self._tables = data.tables
+        self._every_queue = [access.queues_by_prefix(stack, settings)]
+        self._node_queues = [access.queues_by_prefix(stack, settings, node_only=True)]
+        made = {  # built in this order: each one's grants and trigger right after it
+            "api": self._api(data, queues),
+            "authorizer": self._authorizer(),
+            "webhooks": self._webhooks(queues),
+            "reaper": self._reaper(queues),
+            "lifecycle": self._lifecycle(queues, fleet, drain_grace_seconds),
+        }
+        self.built = {name: built for name, built in made.items() if built is not None}
 
-        def table(*definitions: resources.Table) -> list[tuple[resources.Table, dynamodb.TableV2]]:
-            return [(d, tables[d.logical]) for d in definitions]
+    def _table(
+        self, *definitions: resources.Table
+    ) -> list[tuple[resources.Table, dynamodb.TableV2]]:
+        return [(d, self._tables[d.logical]) for d in definitions]
 
-        built: dict[str, Built] = {}
-
+    def _api(self, data: Data, queues: Queues) -> Built | None:
         api = self.factory.build(
             "api",
             description="comfyfleet HTTP API (REST proxy)",
@@ -204,11 +213,10 @@ class Functions(Construct):
             timeout=Duration.seconds(15),
         )
         if api:
-            built["api"] = api
-            access.table_access(api.role, table(*resources.TABLES), access.TABLE_READ)
+            access.table_access(api.role, self._table(*resources.TABLES), access.TABLE_READ)
             access.table_access(
                 api.role,
-                table(
+                self._table(
                     resources.API_KEYS,
                     resources.ACCOUNTS,
                     resources.JOBS,
@@ -218,8 +226,8 @@ class Functions(Construct):
                 ),
                 access.TABLE_WRITE,
             )
-            access.table_access(api.role, table(resources.NODES), access.TABLE_SCAN)
-            access.queue_access(api.role, every_queue, access.QUEUE_SEND)
+            access.table_access(api.role, self._table(resources.NODES), access.TABLE_SCAN)
+            access.queue_access(api.role, self._every_queue, access.QUEUE_SEND)
             access.object_access(api.role, data.outputs, ["*"], access.OBJECT_READ)
             access.object_access(
                 api.role, data.models, [resources.CATALOGUE_KEY], access.OBJECT_READ
@@ -227,7 +235,9 @@ class Functions(Construct):
             access.topic_publish(api.role, queues.events)
             # Queue depths for the admin view; GetMetricData has no resource-level scope.
             access.unscoped(api.role, ["cloudwatch:GetMetricData"])
+        return api
 
+    def _authorizer(self) -> Built | None:
         authorizer = self.factory.build(
             "authorizer",
             description="comfyfleet API key authorizer (REQUEST)",
@@ -235,13 +245,14 @@ class Functions(Construct):
             timeout=Duration.seconds(10),
         )
         if authorizer:
-            built["authorizer"] = authorizer
             access.table_access(
                 authorizer.role,
-                table(resources.API_KEYS, resources.ACCOUNTS),
+                self._table(resources.API_KEYS, resources.ACCOUNTS),
                 ("dynamodb:GetItem",),
             )
+        return authorizer
 
+    def _webhooks(self, queues: Queues) -> Built | None:
         visibility = int(resources.queue_attributes(resources.WEBHOOKS_QUEUE)["VisibilityTimeout"])
         webhooks = self.factory.build(
             "webhooks",
@@ -251,11 +262,10 @@ class Functions(Construct):
             timeout=Duration.seconds(visibility),
         )
         if webhooks:
-            built["webhooks"] = webhooks
             access.table_access(
-                webhooks.role, table(resources.JOBS, resources.ACCOUNTS), access.TABLE_READ
+                webhooks.role, self._table(resources.JOBS, resources.ACCOUNTS), access.TABLE_READ
             )
-            access.table_access(webhooks.role, table(resources.JOBS), access.TABLE_WRITE)
+            access.table_access(webhooks.role, self._table(resources.JOBS), access.TABLE_WRITE)
             webhooks.alias.add_event_source(
                 sources.SqsEventSource(
                     queues.webhooks,
@@ -266,11 +276,22 @@ class Functions(Construct):
             access.exact_queue_access(
                 webhooks.role, queues.webhooks, ("sqs:ChangeMessageVisibility",)
             )
+        return webhooks
 
-        # The reaper and the drain run the Dispatcher: promoting a job routes it, which
-        # reads the models' sizes.
-        upkeep = table(resources.JOBS, resources.NODES, resources.ACCOUNTS, resources.LIMITS)
-        models = table(resources.MODELS)
+    def _upkeep_access(
+        self, role: iam.Role, scanned: list[resources.Table], queues: Queues
+    ) -> None:
+        """The reaper's and the drain's grants: both run the Dispatcher, and promoting a job
+        routes it, which reads the models' sizes."""
+        upkeep = self._table(resources.JOBS, resources.NODES, resources.ACCOUNTS, resources.LIMITS)
+        access.table_access(role, upkeep, access.TABLE_READ + access.TABLE_WRITE)
+        access.table_access(role, self._table(resources.MODELS), access.TABLE_READ)
+        access.table_access(role, self._table(*scanned), access.TABLE_SCAN)
+        access.queue_access(role, self._every_queue, access.QUEUE_SEND + access.QUEUE_CONSUME)
+        access.queue_access(role, self._node_queues, access.NODE_QUEUE_DELETE)
+        access.topic_publish(role, queues.events)
+
+    def _reaper(self, queues: Queues) -> Built | None:
         reaper = self.factory.build(
             "reaper",
             description="comfyfleet reaper: offline nodes, expired leases, stuck jobs, DLQs",
@@ -278,19 +299,11 @@ class Functions(Construct):
             timeout=Duration.seconds(55),  # under its one-minute schedule
         )
         if reaper:
-            built["reaper"] = reaper
-            access.table_access(reaper.role, upkeep, access.TABLE_READ + access.TABLE_WRITE)
-            access.table_access(reaper.role, models, access.TABLE_READ)
             # The registry, the jobs' sparse `live` index (leases, unsent ring jobs) and the
             # limits (accounts with a backlog and a free slot) are scanned, each bounded.
-            access.table_access(
-                reaper.role,
-                table(resources.NODES, resources.JOBS, resources.LIMITS),
-                access.TABLE_SCAN,
+            self._upkeep_access(
+                reaper.role, [resources.NODES, resources.JOBS, resources.LIMITS], queues
             )
-            access.queue_access(reaper.role, every_queue, access.QUEUE_SEND + access.QUEUE_CONSUME)
-            access.queue_access(reaper.role, node_queues, access.NODE_QUEUE_DELETE)
-            access.topic_publish(reaper.role, queues.events)
             self.reaper_schedule = events.Rule(
                 self,
                 "ReaperSchedule",
@@ -298,7 +311,11 @@ class Functions(Construct):
                 schedule=events.Schedule.expression(REAPER_SCHEDULE),
                 targets=[targets.LambdaFunction(reaper.alias, retry_attempts=0)],
             )
+        return reaper
 
+    def _lifecycle(
+        self, queues: Queues, fleet: autoscaling.AutoScalingGroup, drain_grace_seconds: int
+    ) -> Built | None:
         lifecycle = self.factory.build(
             "lifecycle",
             description="comfyfleet node drain on the fleet's termination hook",
@@ -306,39 +323,9 @@ class Functions(Construct):
             timeout=Duration.seconds(min(900, drain_grace_seconds + 120)),
         )
         if lifecycle:
-            built["lifecycle"] = lifecycle
-            access.table_access(lifecycle.role, upkeep, access.TABLE_READ + access.TABLE_WRITE)
-            access.table_access(lifecycle.role, models, access.TABLE_READ)
             # The registry, and the jobs' `live` index for the jobs still running on the node.
-            access.table_access(
-                lifecycle.role, table(resources.NODES, resources.JOBS), access.TABLE_SCAN
-            )
-            access.queue_access(
-                lifecycle.role, every_queue, access.QUEUE_SEND + access.QUEUE_CONSUME
-            )
-            access.queue_access(lifecycle.role, node_queues, access.NODE_QUEUE_DELETE)
-            access.topic_publish(lifecycle.role, queues.events)
-            group_arn = stack.format_arn(
-                service="autoscaling",
-                resource="autoScalingGroup",
-                resource_name=f"*:autoScalingGroupName/{fleet.auto_scaling_group_name}",
-                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-            )
-            lifecycle.role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=[
-                        "autoscaling:CompleteLifecycleAction",
-                        "autoscaling:RecordLifecycleActionHeartbeat",
-                    ],
-                    resources=[group_arn],
-                )
-            )
-            access.acknowledge(
-                lifecycle.role,
-                f"Resource::{access.nag_text(stack, group_arn)}",
-                "An auto scaling group's ARN holds a generated id; the grant names the fleet's "
-                "group by its name and leaves only that id open",
-            )
+            self._upkeep_access(lifecycle.role, [resources.NODES, resources.JOBS], queues)
+            self._hook_access(lifecycle.role, fleet)
             self.terminate_rule = events.Rule(
                 self,
                 "TerminateHook",
@@ -350,4 +337,29 @@ class Functions(Construct):
                 ),
                 targets=[targets.LambdaFunction(lifecycle.alias, retry_attempts=2)],
             )
-        self.built = built
+        return lifecycle
+
+    def _hook_access(self, role: iam.Role, fleet: autoscaling.AutoScalingGroup) -> None:
+        """The drain answers the fleet's termination hook: on that one group only."""
+        stack = Stack.of(self)
+        group_arn = stack.format_arn(
+            service="autoscaling",
+            resource="autoScalingGroup",
+            resource_name=f"*:autoScalingGroupName/{fleet.auto_scaling_group_name}",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "autoscaling:CompleteLifecycleAction",
+                    "autoscaling:RecordLifecycleActionHeartbeat",
+                ],
+                resources=[group_arn],
+            )
+        )
+        access.acknowledge(
+            role,
+            f"Resource::{access.nag_text(stack, group_arn)}",
+            "An auto scaling group's ARN holds a generated id; the grant names the fleet's "
+            "group by its name and leaves only that id open",
+        )

@@ -6,13 +6,16 @@ these are the rest, on the narrowest construct that raises them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aws_cdk import Acknowledgment, Validations
 from constructs import IConstruct
 
-if TYPE_CHECKING:
-    from comfyfleet_cdk.stack import ComfyFleetStack
+from comfyfleet_cdk.api import Api
+from comfyfleet_cdk.config import DeploymentConfig
+from comfyfleet_cdk.data import Data
+from comfyfleet_cdk.fleet import Fleet
+from comfyfleet_cdk.functions import Functions
 
 LATEST_RUNTIME = (
     "Python 3.12 on purpose: the dependencies layer is built for cp312 wheels and comfyfleet "
@@ -20,11 +23,21 @@ LATEST_RUNTIME = (
 )
 
 
+class Deployment(Protocol):
+    """The parts of a deployment the acknowledgements read (the stack has them all)."""
+
+    config: DeploymentConfig
+    data: Data
+    fleet: Fleet
+    functions: Functions
+    api: Api | None
+
+
 def _ack(construct: IConstruct, rule: str, reason: str) -> None:
     Validations.of(construct).acknowledge(Acknowledgment(id=f"AwsSolutions-{rule}", reason=reason))
 
 
-def acknowledge(stack: ComfyFleetStack) -> None:
+def acknowledge(stack: Deployment) -> None:
     for built in stack.functions.built.values():
         _ack(built.function, "L1", LATEST_RUNTIME)
 

@@ -273,6 +273,14 @@ class Observability(Construct):
         api: apigw.RestApi | None,
         fleet: autoscaling.AutoScalingGroup,
     ) -> None:
+        self._queue_alarms(queues)
+        if api is not None:
+            self._api_alarms(api)
+        self._webhook_alarms()
+        self._fleet_alarms()
+
+    def _queue_alarms(self, queues: Queues) -> None:
+        """Any dead letter, and a message left waiting too long on a queue."""
         above = cw.ComparisonOperator.GREATER_THAN_THRESHOLD
         for name, dlq in sorted(queues.dead_letter_queues.items()):
             self._alarm(
@@ -296,23 +304,28 @@ class Observability(Construct):
                 evaluation_periods=5,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             )
-        if api is not None:
-            self._alarm(
-                "ServerErrorRate",
-                f"Over {SERVER_ERROR_RATE:.0%} of API requests answered 5xx",
-                cw.MathExpression(
-                    expression="IF(requests > 0, errors / requests, 0)",
-                    using_metrics={
-                        "errors": api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
-                        "requests": api.metric_count(period=FIVE_MINUTES, statistic="Sum"),
-                    },
-                    period=FIVE_MINUTES,
-                ),
-                threshold=SERVER_ERROR_RATE,
-                comparison_operator=above,
-                evaluation_periods=2,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-            )
+
+    def _api_alarms(self, api: apigw.RestApi) -> None:
+        """Too large a share of API requests answered 5xx."""
+        self._alarm(
+            "ServerErrorRate",
+            f"Over {SERVER_ERROR_RATE:.0%} of API requests answered 5xx",
+            cw.MathExpression(
+                expression="IF(requests > 0, errors / requests, 0)",
+                using_metrics={
+                    "errors": api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
+                    "requests": api.metric_count(period=FIVE_MINUTES, statistic="Sum"),
+                },
+                period=FIVE_MINUTES,
+            ),
+            threshold=SERVER_ERROR_RATE,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=2,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _webhook_alarms(self) -> None:
+        """A webhook given up on (by the webhooks function's own count)."""
         self._alarm(
             "WebhookFailures",
             "Webhook deliveries failed for good (their last attempt; moved to the webhooks DLQ)",
@@ -327,10 +340,13 @@ class Observability(Construct):
                 period=FIVE_MINUTES,
             ),
             threshold=0,
-            comparison_operator=above,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=1,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
+
+    def _fleet_alarms(self) -> None:
+        """No node that takes jobs, by the reaper's count of nodes by status."""
         healthy = {
             status: cw.Metric(
                 namespace=names.NAMESPACE,

@@ -17,6 +17,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from comfyfleet import resources
+from comfyfleet.settings import Settings
 from comfyfleet_cdk.config import DeploymentConfig
 
 
@@ -49,45 +50,8 @@ class Queues(Construct):
     def __init__(self, scope: Construct, id: str, *, config: DeploymentConfig) -> None:
         super().__init__(scope, id)
         settings = config.settings
-        # SNS encrypts only with KMS; one customer key for the events and alarm topics, so
-        # CloudWatch (alarms) and SNS may use it where AWS's own key would refuse them.
-        self.topic_key = kms.Key(
-            self,
-            "TopicKey",
-            description=f"{settings.prefix}: job-events and alarm topics",
-            enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-        self.topic_key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AlarmsPublish",
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                resources=["*"],  # a key policy's resource is the key itself
-            )
-        )
-        self.queues: dict[str, sqs.Queue] = {}
-        for definition in resources.QUEUES:  # DLQs first, as provision() creates them
-            dead_letter = None
-            if definition.dlq_logical:
-                dead_letter = sqs.DeadLetterQueue(
-                    queue=self.queues[definition.dlq_logical],
-                    max_receive_count=definition.max_receives,
-                )
-            props = queue_props(definition)
-            self.queues[definition.logical] = sqs.Queue(
-                self,
-                "".join(part.title() for part in definition.logical.split("-")) + "Queue",
-                queue_name=definition.name(settings),
-                encryption=sqs.QueueEncryption.SQS_MANAGED,
-                enforce_ssl=True,
-                dead_letter_queue=dead_letter,
-                removal_policy=RemovalPolicy.DESTROY,
-                visibility_timeout=props.visibility_timeout,
-                retention_period=props.retention_period,
-                fifo=props.fifo,
-                content_based_deduplication=props.content_based_deduplication,
-            )
+        self.topic_key = self._topic_key(settings)
+        self.queues = self._queues(settings)
         self.shared = self.queues[resources.SHARED_QUEUE.logical]
         self.shared_dlq = self.queues[resources.SHARED_DLQ.logical]
         self.webhooks = self.queues[resources.WEBHOOKS_QUEUE.logical]
@@ -108,3 +72,49 @@ class Queues(Construct):
         self.events.add_subscription(
             subscriptions.SqsSubscription(self.webhooks, raw_message_delivery=True)
         )
+
+    def _topic_key(self, settings: Settings) -> kms.Key:
+        # SNS encrypts only with KMS; one customer key for the events and alarm topics, so
+        # CloudWatch (alarms) and SNS may use it where AWS's own key would refuse them.
+        key = kms.Key(
+            self,
+            "TopicKey",
+            description=f"{settings.prefix}: job-events and alarm topics",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AlarmsPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # a key policy's resource is the key itself
+            )
+        )
+        return key
+
+    def _queues(self, settings: Settings) -> dict[str, sqs.Queue]:
+        """Every queue of comfyfleet.resources by logical name, each wired to its DLQ."""
+        queues: dict[str, sqs.Queue] = {}
+        for definition in resources.QUEUES:  # DLQs first, as provision() creates them
+            dead_letter = None
+            if definition.dlq_logical:
+                dead_letter = sqs.DeadLetterQueue(
+                    queue=queues[definition.dlq_logical],
+                    max_receive_count=definition.max_receives,
+                )
+            props = queue_props(definition)
+            queues[definition.logical] = sqs.Queue(
+                self,
+                "".join(part.title() for part in definition.logical.split("-")) + "Queue",
+                queue_name=definition.name(settings),
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+                dead_letter_queue=dead_letter,
+                removal_policy=RemovalPolicy.DESTROY,
+                visibility_timeout=props.visibility_timeout,
+                retention_period=props.retention_period,
+                fifo=props.fifo,
+                content_based_deduplication=props.content_based_deduplication,
+            )
+        return queues
