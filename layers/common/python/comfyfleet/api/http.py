@@ -20,7 +20,6 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -44,6 +43,8 @@ from comfyfleet.api.errors import (
 )
 from comfyfleet.api.jobs import JobsService
 from comfyfleet.api.openapi import DocumentedResolver
+from comfyfleet.api.routes import register_routes
+from comfyfleet.api.routing import RequestScope
 from comfyfleet.api.telemetry import SubmitMetrics
 from comfyfleet.domain import Counters
 from comfyfleet.errors import LimitExceeded
@@ -59,22 +60,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _SUBMIT_PATH = re.compile(r"^/v1/(jobs|workflows/[^/]+)/*$")
 UNAUTHORIZED_MESSAGE = "a valid API key is required: Authorization: Bearer sk_live_…"
 MALFORMED_MESSAGE = "the request body is not valid JSON"
-
-
-@dataclass
-class RequestScope:
-    """What one request has established so far."""
-
-    request_id: str
-    method: str
-    path: str
-    base_url: str
-    caller: Caller | None = None
-    body: Any = None
-    counters: Counters | None = None
-    error_code: str | None = None
-    replayed: bool = False
-    lambda_context: Any = None
 
 
 class _Rejected(Exception):
@@ -106,9 +91,6 @@ class HttpApi:
         self._patterns: list[tuple[str, re.Pattern[str]]] = []
         self._scope: RequestScope | None = None
         self.resolver.exception_handler(Exception)(self._on_exception)
-
-        from comfyfleet.api.routes import register_routes
-
         register_routes(self)
         self.resolver.enable_swagger(
             path=DOC_PATH,

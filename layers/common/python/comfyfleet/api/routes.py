@@ -1,10 +1,13 @@
 """The routes: each parses its parameters (Powertools validates them against the models), calls
 a service and shapes the response. Authentication, scopes and errors are handled around them
-(comfyfleet.api.http)."""
+(comfyfleet.api.http, which hands itself to register_routes as a RouteHost: this module never
+imports it back).
+
+The registration order is the order of the OpenAPI document's paths: keep it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
@@ -36,11 +39,9 @@ from comfyfleet.api.models import (
     WebhookSecretRotated,
     iso,
 )
+from comfyfleet.api.routing import RouteHost
 from comfyfleet.domain import JobState
 from comfyfleet.templates import TEMPLATES, Template
-
-if TYPE_CHECKING:
-    from comfyfleet.api.http import HttpApi
 
 IdempotencyKey = Annotated[
     str | None,
@@ -54,7 +55,7 @@ SUBMIT_ERRORS = (400, 401, 403, 409, 413, 429, 503)
 READ_ERRORS = (401, 403, 404, 503)
 
 
-def register_routes(api: HttpApi) -> None:
+def register_routes(api: RouteHost) -> None:
     _register_public(api)
     _register_jobs(api)
     for template in TEMPLATES.values():
@@ -62,7 +63,7 @@ def register_routes(api: HttpApi) -> None:
     _register_admin(api)
 
 
-def _accepted(api: HttpApi, submitted: Submitted) -> Response[Any]:
+def _accepted(api: RouteHost, submitted: Submitted) -> Response[Any]:
     scope = api.scope
     scope.counters = submitted.counters
     scope.replayed = submitted.replayed
@@ -73,15 +74,22 @@ def _accepted(api: HttpApi, submitted: Submitted) -> Response[Any]:
     )
 
 
-def _register_public(api: HttpApi) -> None:
+def _register_public(api: RouteHost) -> None:
     @api.route("GET", "/v1/health", tags=["meta"], summary="Liveness, version and time (no key)")
     def health() -> Health:
         return Health(version=comfyfleet.__version__, time=iso(api.jobs.clock.now()) or "")
 
 
-def _register_jobs(api: HttpApi) -> None:
-    jobs = api.jobs
+def _register_jobs(api: RouteHost) -> None:
+    _register_submit(api)
+    _register_job_reads(api)
+    _register_cancel(api)
+    _register_preview(api)
+    _register_webhook_replay(api)
+    _register_account(api)
 
+
+def _register_submit(api: RouteHost) -> None:
     @api.route(
         "POST",
         "/v1/jobs",
@@ -95,7 +103,7 @@ def _register_jobs(api: HttpApi) -> None:
         idempotency_key: IdempotencyKey = None,
     ) -> Response[JobAccepted]:
         scope = api.scope
-        submitted = jobs.submit(
+        submitted = api.jobs.submit(
             api.caller,
             submission,
             base_url=scope.base_url,
@@ -103,6 +111,10 @@ def _register_jobs(api: HttpApi) -> None:
             lambda_context=scope.lambda_context,
         )
         return _accepted(api, submitted)
+
+
+def _register_job_reads(api: RouteHost) -> None:
+    jobs = api.jobs
 
     @api.route("GET", "/v1/jobs", errors=(400, *READ_ERRORS), tags=["jobs"], summary="Your jobs")
     def list_jobs(
@@ -118,8 +130,12 @@ def _register_jobs(api: HttpApi) -> None:
     def get_job(job_id: str) -> JobView:
         return jobs.view(api.caller, job_id, base_url=api.scope.base_url)
 
+
+def _register_cancel(api: RouteHost) -> None:
+    """Two routes, one action: POST …/cancel and DELETE on the job."""
+
     def cancel(job_id: str) -> JobView:
-        return jobs.cancel(api.caller, job_id, base_url=api.scope.base_url)
+        return api.jobs.cancel(api.caller, job_id, base_url=api.scope.base_url)
 
     options: dict[str, Any] = {"errors": (409, *READ_ERRORS), "tags": ["jobs"]}
 
@@ -131,6 +147,8 @@ def _register_jobs(api: HttpApi) -> None:
     def delete_job(job_id: str) -> JobView:
         return cancel(job_id)
 
+
+def _register_preview(api: RouteHost) -> None:
     @api.route(
         "GET",
         "/v1/jobs/<job_id>/preview",
@@ -140,7 +158,7 @@ def _register_jobs(api: HttpApi) -> None:
         summary="Redirect to the latest preview frame (a link valid for 60 s)",
     )
     def job_preview(job_id: str) -> Response[PreviewLink]:
-        link = jobs.preview(api.caller, job_id)
+        link = api.jobs.preview(api.caller, job_id)
         return Response(
             status_code=302,
             content_type=content_types.APPLICATION_JSON,
@@ -148,6 +166,8 @@ def _register_jobs(api: HttpApi) -> None:
             headers={"Location": link.url, "Cache-Control": "no-store"},
         )
 
+
+def _register_webhook_replay(api: RouteHost) -> None:
     @api.route(
         "POST",
         "/v1/jobs/<job_id>/webhook/replay",
@@ -157,12 +177,16 @@ def _register_jobs(api: HttpApi) -> None:
         summary="Send an ended job's webhook again (same event id)",
     )
     def replay_webhook(job_id: str) -> Response[WebhookReplayed]:
-        body = jobs.replay_webhook(api.caller, job_id)
+        body = api.jobs.replay_webhook(api.caller, job_id)
         return Response(202, content_types.APPLICATION_JSON, body)
+
+
+def _register_account(api: RouteHost) -> None:
+    """The caller's limits and the templates on offer: reads outside any one job."""
 
     @api.route("GET", "/v1/usage", errors=READ_ERRORS, tags=["account"], summary="Limits and use")
     def usage() -> Usage:
-        body, counters = jobs.usage(api.caller)
+        body, counters = api.jobs.usage(api.caller)
         api.scope.counters = counters
         return body
 
@@ -176,7 +200,7 @@ def _register_jobs(api: HttpApi) -> None:
         )
 
 
-def _register_template(api: HttpApi, template: Template) -> None:
+def _register_template(api: RouteHost, template: Template) -> None:
     name = template.name
 
     def submit_template(params: Any, idempotency_key: str | None = None) -> Any:
@@ -209,7 +233,7 @@ def _register_template(api: HttpApi, template: Template) -> None:
     )(submit_template)
 
 
-def _register_admin(api: HttpApi) -> None:
+def _register_admin(api: RouteHost) -> None:
     admin = api.admin
     tags = ["admin"]
     errors = (400, 401, 403, 404, 503)
