@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 from urllib.parse import urlsplit
 
-from comfyfleet.api.local import LocalGateway
+from comfyfleet.api.local import LocalGateway, LocalResponse
 
 # Not under "comfyfleet": the handlers hand that logger tree to Powertools when they start.
 logger = logging.getLogger("devstack." + __name__.rsplit(".", 1)[-1])
@@ -62,79 +63,99 @@ class HttpFront:
         self._server.server_close()
 
 
-def _handler_for(gateway: LocalGateway) -> type[BaseHTTPRequestHandler]:
-    class GatewayHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "comfyfleet-dev"
-        # Headers and body leave in one segment: written separately, Nagle's algorithm and
-        # the client's delayed ACK add ~40 ms to every keep-alive response.
-        disable_nagle_algorithm = True
-        wbufsize = 64 * 1024  # handle_one_request flushes after each response
+class _GatewayHandler(BaseHTTPRequestHandler):
+    """One request: its body read within API Gateway's limits, passed to the gateway, and
+    the gateway's answer written back."""
 
-        def _serve(self) -> None:
-            body = self._read_body()
-            if body is None:
-                return
-            target = urlsplit(self.path)
-            response = gateway.request(
-                self.command,
-                target.path,
-                target.query,
-                list(self.headers.items()),
-                body,
-                source_ip=self.client_address[0],
-            )
-            self.send_response(response.status)
-            for name, value in response.headers.items():
-                if name.lower() not in _OWN_HEADERS:
-                    self.send_header(name, value)
-            payload = b"" if self.command == "HEAD" else response.body
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    gateway: ClassVar[LocalGateway]  # set per front by _handler_for
+    protocol_version = "HTTP/1.1"
+    server_version = "comfyfleet-dev"
+    # Headers and body leave in one segment: written separately, Nagle's algorithm and
+    # the client's delayed ACK add ~40 ms to every keep-alive response.
+    disable_nagle_algorithm = True
+    wbufsize = 64 * 1024  # handle_one_request flushes after each response
 
-        def _read_body(self) -> bytes | None:
-            """The request body (None after answering a bad one)."""
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                return self._read_chunked()
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                self._refuse(400, "bad Content-Length")
-                return None
-            if length > MAX_BODY_BYTES:
+    def _serve(self) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        target = urlsplit(self.path)
+        response = self.gateway.request(
+            self.command,
+            target.path,
+            target.query,
+            list(self.headers.items()),
+            body,
+            source_ip=self.client_address[0],
+        )
+        self._answer(response)
+
+    # -- the answer ------------------------------------------------------------------------
+
+    def _answer(self, response: LocalResponse) -> None:
+        """Write the gateway's answer back as it came, less the headers this server owns."""
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            if name.lower() not in _OWN_HEADERS:
+                self.send_header(name, value)
+        payload = b"" if self.command == "HEAD" else response.body
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _refuse(self, status: int, message: str) -> None:
+        payload = ('{"message":"' + message + '"}').encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+        self.close_connection = True
+
+    # -- the request body ------------------------------------------------------------------
+
+    def _read_body(self) -> bytes | None:
+        """The request body (None after answering a bad one)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self._refuse(400, "bad Content-Length")
+            return None
+        if length > MAX_BODY_BYTES:
+            self._refuse(413, "Request Entity Too Large")
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _read_chunked(self) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                self.rfile.readline()
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY_BYTES:
                 self._refuse(413, "Request Entity Too Large")
                 return None
-            return self.rfile.read(length) if length > 0 else b""
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
 
-        def _read_chunked(self) -> bytes | None:
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                total += size
-                if total > MAX_BODY_BYTES:
-                    self._refuse(413, "Request Entity Too Large")
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
-        def _refuse(self, status: int, message: str) -> None:
-            payload = ('{"message":"' + message + '"}').encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(payload)
-            self.close_connection = True
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("%s " + format, self.address_string(), *args)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
-        def log_message(self, format: str, *args: object) -> None:
-            logger.debug("%s " + format, self.address_string(), *args)
+def _handler_for(gateway: LocalGateway) -> type[BaseHTTPRequestHandler]:
+    """A handler class serving ``gateway``: http.server builds one handler per request from a
+    class, so each front gets its own subclass carrying its gateway."""
 
+    class GatewayHandler(_GatewayHandler):
+        pass
+
+    GatewayHandler.gateway = gateway
     return GatewayHandler

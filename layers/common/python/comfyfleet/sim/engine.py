@@ -6,7 +6,8 @@ What is the project's own code here, called as the services call it:
   finish and (for a dead node's job) requeue, oldest backlog job first, to the back;
 - routing: ``router.node_option``, ``router.shared_start`` and ``router.choose_route``
   (see comfyfleet.sim.routing for the candidate set);
-- the LRU choice of ``cache_policy.lru_evictions``, as gpu_agent.cache calls it;
+- the LRU choice of ``cache_policy.lru_evictions``, as gpu_agent.cache calls it (in
+  comfyfleet.sim.nodes, with the rest of what a node is);
 - the message group of ``RingMessage.group_id``, on a FIFO model (comfyfleet.sim.fifo);
 - the agent's receive order: its own queue first, then the shared queue.
 The stores' transactions are replaced by the same counter moves on plain fields: the
@@ -18,19 +19,19 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from comfyfleet.cache_policy import lru_evictions
-from comfyfleet.domain import SHARED_ROUTE, Counters, Limits, NodeInfo, NodeStatus, RingMessage
+from comfyfleet.domain import SHARED_ROUTE, Counters, Limits, NodeStatus, RingMessage
 from comfyfleet.router import ModelNeed
 from comfyfleet.scheduling import _has_room as has_room
 from comfyfleet.scheduling import ring_has_slot
 from comfyfleet.settings import Settings
 from comfyfleet.sim.fifo import FifoMessage, FifoQueue
+from comfyfleet.sim.nodes import SimNode, new_node, sync_models
 from comfyfleet.sim.routing import FleetView
-from comfyfleet.sim.workload import WORKFLOW_CLASSES, Arrival, GiB, MiB, Scenario
+from comfyfleet.sim.workload import WORKFLOW_CLASSES, Arrival, Scenario
 
 _FINISH, _FAIL, _REAP, _REPAIR, _POLL, _WAKE = range(6)
 HELD = math.inf  # an agent keeps its message in flight while the job runs
@@ -52,26 +53,6 @@ class _Account:
     period_starts: int = 0  # claims of its jobs since its backlog last formed
     backlogged_seconds: float = 0.0  # over its long backlog periods only
     backlogged_starts: int = 0
-
-
-@dataclass(slots=True)
-class _Node:
-    index: int
-    info: NodeInfo
-    cache: OrderedDict[str, int]  # least recently used first; info.cached is this
-    bandwidth: float
-    budget: int
-    queue: FifoQueue[int] = field(default_factory=FifoQueue)
-    used: int = 0
-    up: bool = True
-    idle: bool = False
-    job: int = -1
-    message: FifoMessage[int] | None = None
-    from_shared: bool = False
-    vram: frozenset[str] = frozenset()
-    sampling: tuple[float, float] = (0.0, 0.0)  # the current job's sampling span
-    generation: int = 0
-    up_since: float = 0.0
 
 
 @dataclass
@@ -112,7 +93,7 @@ class Simulation:
         self._seq = 0
         self.accounts: dict[str, _Account] = {}
         self.idle: deque[int] = deque()
-        self.nodes = [self._new_node(i) for i in range(s.nodes)]
+        self.nodes = [new_node(i, s) for i in range(s.nodes)]
         for node in self.nodes:
             self.view.join(node.info)
             self._schedule_failure(node, 0.0)
@@ -217,19 +198,6 @@ class Simulation:
 
     # -- nodes ---------------------------------------------------------------------------
 
-    def _new_node(self, index: int) -> _Node:
-        bandwidth = self.s.bandwidths_mib[index % len(self.s.bandwidths_mib)] * MiB
-        cache: OrderedDict[str, int] = OrderedDict()
-        info = NodeInfo(
-            node_id=str(index),
-            status=NodeStatus.IDLE,
-            heartbeat_at=0.0,
-            queue_url=f"sim://node-{index}",
-            cached=cache,
-            bandwidth_bytes_per_second=bandwidth,
-        )
-        return _Node(index, info, cache, bandwidth, int(self.s.cache_gib * GiB))
-
     def _wake(self, now: float, _a: int, _b: int) -> None:
         """A message reached the shared queue: a long-polling idle node gets it."""
         while self.idle:
@@ -253,7 +221,9 @@ class Simulation:
         node.idle = False
         self._claim(node, message, from_shared, now)
 
-    def _claim(self, node: _Node, message: FifoMessage[int], from_shared: bool, now: float) -> None:
+    def _claim(
+        self, node: SimNode, message: FifoMessage[int], from_shared: bool, now: float
+    ) -> None:
         job = message.body
         account = self.account_of[job]
         account.ring -= 1
@@ -266,7 +236,10 @@ class Simulation:
             account.period_starts += 1
         node.job, node.message, node.from_shared = job, message, from_shared
         self._promote(account, now)
-        download, load = self._sync_models(node, self.needs[job])
+        missing, download, load = sync_models(
+            node, self.needs[job], self.view, self.s.vram_load_gib_s
+        )
+        self.out.bytes_downloaded += missing
         run = WORKFLOW_CLASSES[self.workflow[job]].run_seconds * self.run_factor[job]
         start = now + download + load
         self.started[job] = start
@@ -278,30 +251,6 @@ class Simulation:
         info.ewma_run_seconds = took if ewma is None else 0.8 * ewma + 0.2 * took
         node.sampling = (start, start + run)
         self._push(start + run, _FINISH, node.index, node.generation)
-
-    def _sync_models(self, node: _Node, needs: tuple[ModelNeed, ...]) -> tuple[float, float]:
-        """Download what the node lacks (evicting LRU first), then load into GPU memory."""
-        cache = node.cache
-        pinned = {need.key for need in needs}
-        missing = 0
-        for need in needs:
-            size = need.size or 0
-            if need.key in cache:
-                cache.move_to_end(need.key)
-                continue
-            for victim in lru_evictions(
-                cache.items(), pinned, used=node.used, budget=node.budget, reserve=size
-            ):
-                node.used -= cache.pop(victim)
-                self.view.evicted(node.info.node_id, victim)
-            cache[need.key] = size
-            node.used += size
-            self.view.cached(node.info.node_id, need.key)
-            missing += size
-        self.out.bytes_downloaded += missing
-        loading = sum(need.size or 0 for need in needs if need.key not in node.vram)
-        node.vram = frozenset(pinned)
-        return missing / node.bandwidth, loading / (self.s.vram_load_gib_s * GiB)
 
     def _finish(self, now: float, index: int, generation: int) -> None:
         node = self.nodes[index]
@@ -324,7 +273,7 @@ class Simulation:
 
     # -- failures: a node dies, the reaper moves its queue, a new instance joins ----------
 
-    def _schedule_failure(self, node: _Node, now: float) -> None:
+    def _schedule_failure(self, node: SimNode, now: float) -> None:
         rate = self.s.failures_per_node_hour / 3600
         if rate > 0:
             self._push(now + self.failures.expovariate(rate), _FAIL, node.index, node.generation)
@@ -368,7 +317,7 @@ class Simulation:
 
     def _repair(self, now: float, index: int, _b: int) -> None:
         old = self.nodes[index]
-        node = self.nodes[index] = self._new_node(index)
+        node = self.nodes[index] = new_node(index, self.s)
         node.generation, node.up_since = old.generation + 1, now
         node.info.heartbeat_at = now
         self.view.join(node.info)
