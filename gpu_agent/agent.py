@@ -15,15 +15,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from comfyfleet.catalogue import NodeCatalogue
+from comfyfleet.catalogues import workflow_classes
 from comfyfleet.clock import Clock
-from comfyfleet.domain import NodeInfo, NodeStatus
+from comfyfleet.domain import CORE_ENVIRONMENT, Job, NodeInfo, NodeStatus
 from comfyfleet.errors import ComfyFleetError
+from comfyfleet.handback import hand_back
 from comfyfleet.queues import JobQueues, Received
-from comfyfleet.resources import CATALOGUE_KEY
+from comfyfleet.resources import CATALOGUE_KEY, catalogue_key
 from comfyfleet.scheduling import Dispatcher
 from comfyfleet.store.ports import ClaimOutcome
 from gpu_agent.cache import ModelCache
 from gpu_agent.comfy import ComfyClient, ComfyUnavailable
+from gpu_agent.identity import environment_id
 from gpu_agent.metrics import AgentMetrics
 from gpu_agent.runner import Ending, JobRunner, StopSignal
 from gpu_agent.settings import AgentSettings
@@ -75,6 +79,8 @@ class Agent:
         self.current_started: float | None = None
         self.ewma_run_seconds: float | None = None
         self.jobs_done = 0
+        self.environment_id = CORE_ENVIRONMENT  # read from the lock file at start
+        self.classes: frozenset[str] = frozenset()  # its ComfyUI's node classes
         self._heartbeat_stop = threading.Event()
         self._report_lock = threading.Lock()
         self.held = threading.Event()  # drained from outside: take no jobs, keep beating
@@ -88,15 +94,11 @@ class Agent:
 
         A SIGTERM while ComfyUI is still loading ends the wait (ComfyUnavailable).
         """
+        self.environment_id = environment_id(self.settings.comfy_root)
         stats = self.comfy.wait_ready(
             self.settings.comfy_start_timeout_seconds, stop=self.stop.draining
         )
-        self.s3.put_object(
-            Bucket=self.settings.model_bucket_name,
-            Key=CATALOGUE_KEY,
-            Body=self.comfy.object_info(),
-            ContentType="application/json",
-        )
+        self._publish_catalogue(self.comfy.object_info())
         devices = stats.get("devices") or [{}]
         report = self.cache.report()
         self.registry.register(
@@ -108,13 +110,29 @@ class Agent:
                 cached=dict(report.sizes),
                 free_bytes=report.free_bytes,
                 gpu=str(devices[0].get("name", "")),
+                environment_id=self.environment_id,
             )
         )
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._heartbeat.start()
         if self.metrics is not None:
             self.metrics.sink.start()
-        logger.info("agent started", extra={"node_id": self.node_id})
+        logger.info(
+            "agent started", extra={"node_id": self.node_id, "environment": self.environment_id}
+        )
+
+    def _publish_catalogue(self, object_info: bytes) -> None:
+        """Publish ComfyUI's classes as its environment's catalogue, before registering (the
+        API finds an environment in service only through its nodes), and as the fleet-wide
+        one the API falls back on while no node is in service."""
+        self.classes = frozenset(NodeCatalogue.from_json(object_info))
+        for key in (catalogue_key(self.environment_id), CATALOGUE_KEY):
+            self.s3.put_object(
+                Bucket=self.settings.model_bucket_name,
+                Key=key,
+                Body=object_info,
+                ContentType="application/json",
+            )
 
     def request_stop(self, grace_seconds: float | None = None) -> None:
         """First call: drain (finish the current job within the grace, take no more);
@@ -226,6 +244,9 @@ class Agent:
             self.queues.delete(received)  # a cancelled or ended job, or out of attempts
             return None
         job = claim.job
+        missing = self._missing_classes(job)
+        if missing:
+            return self._hand_back(received, job, missing)
         if self.metrics is not None:
             self.metrics.claimed(job)
         if self.status is not NodeStatus.DRAINING:
@@ -250,6 +271,30 @@ class Agent:
             self._record_run(elapsed)
         self.jobs_done += 1
         return ending
+
+    def _missing_classes(self, job: Job) -> dict[str, list[str]]:
+        """The job's node classes this node's ComfyUI lacks, each with its nodes' ids (none
+        while its catalogue is unknown: ComfyUI's own validation then decides)."""
+        if not self.classes:
+            return {}
+        used = workflow_classes(job.workflow)
+        return {name: ids for name, ids in used.items() if name not in self.classes}
+
+    def _hand_back(self, received: Received, job: Job, missing: dict[str, list[str]]) -> Ending:
+        """Never fail a job for a class this node lacks: another node may have it."""
+        after = hand_back(
+            self.dispatcher,
+            received,
+            job,
+            node_id=self.node_id,
+            environment_id=self.environment_id,
+            missing=missing,
+        )
+        if not after.state.terminal:
+            return Ending.HANDED_BACK
+        if self.metrics is not None:
+            self.metrics.ended(after)
+        return Ending.FAILED
 
     def _record_run(self, seconds: float) -> None:
         previous = self.ewma_run_seconds

@@ -37,6 +37,7 @@ class Ending(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     RELEASED = "released"  # given back to the queue for another attempt
+    HANDED_BACK = "handed_back"  # not run: this node lacks a class (comfyfleet.handback)
 
 
 @dataclass

@@ -274,7 +274,7 @@ class Fleet(Construct):
         access.object_access(
             role,
             data.models,
-            [f"{mirror}*", resources.CATALOGUE_KEY],
+            [f"{mirror}*", f"{resources.CATALOGUE_PREFIX}*"],
             access.OBJECT_READ + access.OBJECT_WRITE,
         )
         access.bucket_listing(role, data.models, mirror)

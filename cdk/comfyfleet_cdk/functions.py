@@ -229,8 +229,8 @@ class Functions(Construct):
             access.table_access(api.role, self._table(resources.NODES), access.TABLE_SCAN)
             access.queue_access(api.role, self._every_queue, access.QUEUE_SEND)
             access.object_access(api.role, data.outputs, ["*"], access.OBJECT_READ)
-            access.object_access(
-                api.role, data.models, [resources.CATALOGUE_KEY], access.OBJECT_READ
+            access.object_access(  # every environment's node catalogue
+                api.role, data.models, [f"{resources.CATALOGUE_PREFIX}*"], access.OBJECT_READ
             )
             access.topic_publish(api.role, queues.events)
             # Queue depths for the admin view; GetMetricData has no resource-level scope.

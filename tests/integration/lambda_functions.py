@@ -105,5 +105,3 @@ def emitted_metrics(output: str) -> list[dict[str, Any]]:
         if line.startswith("{") and '"_aws"' in line:
             blobs.append(json.loads(line))
     return blobs
-
-

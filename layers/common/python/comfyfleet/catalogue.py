@@ -7,7 +7,7 @@ workflow uses a few dozen, so a class is parsed on first use and kept.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -107,6 +107,18 @@ class NodeCatalogue:
                 return None
             parsed = self._parsed[class_type] = _parse_class(class_type, self._raw[class_type])
         return parsed
+
+    def info(self, class_type: str) -> Any:
+        """The class as ``/object_info`` describes it (None when not there)."""
+        return self._raw.get(class_type)
+
+    @classmethod
+    def union(cls, catalogues: Iterable[NodeCatalogue]) -> NodeCatalogue:
+        """Every class of ``catalogues``; a class in several is described by the first."""
+        merged: dict[str, Any] = {}
+        for catalogue in reversed(list(catalogues)):
+            merged.update(catalogue._raw)
+        return cls(merged)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> NodeCatalogue:

@@ -43,6 +43,9 @@ class NodeStatus(StrEnum):
 
 
 SHARED_ROUTE = "shared"  # the route of a job sent to the shared queue (late binding)
+# The environment of a node whose ComfyUI folder has no lock file: ComfyUI's core nodes only
+# (node setup never wrote one there). Node setup's ids are short hashes, never this word.
+CORE_ENVIRONMENT = "core"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,12 @@ class Job:
     # When it last took a ring slot (admitted to the ring, or promoted): the reaper resends
     # a message its sender may have failed to send while SQS still deduplicates it.
     ring_at: float | None = None
+    # The environments whose nodes have every class it uses, when not every environment in
+    # service has them (a rollout); None: any node (comfyfleet.catalogues).
+    environments: list[str] | None = None
+    # The environment of each node that handed it back for lacking one of its classes, in
+    # order (comfyfleet.handback): their number is bounded, those environments are skipped.
+    handed_back_by: list[str] = field(default_factory=list)
 
     @property
     def execution_time_ms(self) -> int | None:
@@ -176,6 +185,9 @@ class NodeInfo:
     bandwidth_bytes_per_second: float | None = None
     queued: int = 0  # messages routed to its node queue and not yet claimed
     registered_at: float = 0.0
+    # Its software (node setup's lock file; CORE_ENVIRONMENT without one). "" on a record
+    # from an agent older than environments: its catalogue is the fleet-wide one.
+    environment_id: str = ""
 
     def live(self, now: float, stale_after: float) -> bool:
         return self.status.takes_jobs and now - self.heartbeat_at <= stale_after

@@ -281,8 +281,18 @@ def _create_table(dynamodb: Any, table: Table, settings: Settings) -> None:
 
 
 # Objects with fixed keys.
-CATALOGUE_KEY = "catalogue/object_info.json"  # in the model bucket: the fleet's node catalogue
+CATALOGUE_PREFIX = "catalogue/"  # in the model bucket: the node catalogues
+# The catalogue of the node that started last: the API's fallback while no node is in
+# service, and the catalogue of nodes that report no environment (agents from before them).
+CATALOGUE_KEY = f"{CATALOGUE_PREFIX}object_info.json"
 MODEL_MIRROR_PREFIX = "models/"  # models/<model key> in the model bucket
+
+
+def catalogue_key(environment_id: str) -> str:
+    """Where the nodes of an environment publish ComfyUI's ``/object_info``."""
+    if not environment_id:
+        return CATALOGUE_KEY
+    return f"{CATALOGUE_PREFIX}{environment_id}/object_info.json"
 
 
 def output_key(account_id: str, job_id: str, filename: str) -> str:

@@ -8,7 +8,8 @@ the agents' promotions and the fleet simulation all run the same code.
 
 `cost` sends the job to the node that would start it first when that node holds some of its
 models and beats the shared queue (where the first free node takes it: late binding) by a
-margin.
+margin. A job only some environments can run (a rollout, comfyfleet.catalogues) goes to the
+node of those environments that would start it first.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,15 +73,27 @@ def route_job(
     now: float,
     policy: str | None = None,
     rng: random.Random | None = None,
+    environments: Collection[str] | None = None,
 ) -> Route:
-    """Choose the queue for a job needing ``needs``, given the fleet as ``nodes`` shows it."""
+    """Choose the queue for a job needing ``needs``, given the fleet as ``nodes`` shows it.
+
+    ``environments``: only their nodes have every class the job uses (a rollout): it goes
+    to the one of those that would start it first, whatever the policy (any other node
+    would hand it back), or to the shared queue while none of them is live.
+    """
     sizes = need_sizes(needs, nodes, settings)
     options = [
         node_option(node, sizes, settings, now)
         for node in nodes
-        if node.live(now, settings.node_stale_seconds) and node.queue_url
+        if node.live(now, settings.node_stale_seconds)
+        and node.queue_url
+        and (environments is None or node.environment_id in environments)
     ]
     start, backlog = _shared_estimate(options, shared_queued, settings)
+    if environments is not None:
+        if not options:
+            return Route(SHARED_ROUTE, shared_url, start)
+        return _to(min(options, key=lambda o: (o.start, o.node.node_id)))
     return choose_route(
         options,
         Route(SHARED_ROUTE, shared_url, start),

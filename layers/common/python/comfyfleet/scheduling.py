@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from comfyfleet.catalogues import environments_in_service
 from comfyfleet.clock import Clock
 from comfyfleet.domain import (
     SHARED_ROUTE,
@@ -60,6 +61,7 @@ class JobRequest:
     models: list[dict[str, Any]]
     webhook_url: str | None = None
     metadata: dict[str, Any] | None = None
+    environments: list[str] | None = None  # only these have its classes (a rollout)
 
 
 class CountersView:
@@ -140,10 +142,11 @@ class Dispatcher:
             tier=tier,
             webhook_url=request.webhook_url,
             metadata=request.metadata,
+            environments=request.environments,
         )
         seen = self.counters.get(account_id, now)
         to_ring = _has_room(seen, limits)
-        route = self._route(job.models, now)
+        route = self._route(job.models, now, job.environments)
         for _ in range(_ADMIT_TRIES):
             try:
                 self.stores.jobs.admit(
@@ -160,7 +163,7 @@ class Dispatcher:
                 to_ring = True
             except RouteGone:
                 self.snapshot.invalidate()
-                route = self._route(job.models, now)
+                route = self._route(job.models, now, job.environments)
         else:
             raise StorageError("admission kept racing other writers; try again")
         after = _admitted(seen, to_ring, now)
@@ -179,7 +182,9 @@ class Dispatcher:
             counters=after,
         )
 
-    def _route(self, models: list[dict[str, Any]], now: float) -> Route:
+    def _route(
+        self, models: list[dict[str, Any]], now: float, environments: list[str] | None = None
+    ) -> Route:
         nodes, shared_queued = self.snapshot.get()
         return route_job(
             [ModelNeed.from_ref(ref) for ref in models],
@@ -188,7 +193,17 @@ class Dispatcher:
             shared_url=self.shared_url,
             settings=self.settings,
             now=now,
+            environments=environments,
         )
+
+    def _backlog_environments(self, job_id: str, now: float) -> list[str] | None:
+        """A backlog job's environments. The backlog index does not carry them, so the job is
+        read, but only while several environments are in service (a rollout): otherwise
+        every node has its classes and no read is spent."""
+        nodes, _ = self.snapshot.get()
+        if len(environments_in_service(nodes, now, self.settings.node_stale_seconds)) < 2:
+            return None
+        return self.stores.jobs.get(job_id).environments
 
     def _send(self, route: Route, job_id: str, account_id: str, share: RingShare) -> None:
         message = RingMessage(
@@ -217,7 +232,9 @@ class Dispatcher:
             entries = self.stores.jobs.backlog(account_id, limit=share.ring_slots)
             progressed = False
             for entry in entries:
-                route = self._route(entry.models, self.clock.now())
+                now = self.clock.now()
+                environments = self._backlog_environments(entry.job_id, now)
+                route = self._route(entry.models, now, environments)
                 try:
                     self._promote_one(entry.job_id, account_id, share, route)
                 except RingFull:

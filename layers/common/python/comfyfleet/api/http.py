@@ -42,6 +42,7 @@ from comfyfleet.api.errors import (
     problem_for,
 )
 from comfyfleet.api.jobs import JobsService
+from comfyfleet.api.node_classes import NodeClasses
 from comfyfleet.api.openapi import DocumentedResolver
 from comfyfleet.api.routes import register_routes
 from comfyfleet.api.routing import RequestScope
@@ -76,11 +77,13 @@ class HttpApi:
         settings: Settings,
         jobs: JobsService,
         admin: AdminService,
+        node_classes: NodeClasses,
         metrics: SubmitMetrics,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
         self.admin = admin
+        self.node_classes = node_classes
         self.metrics = metrics
         self.max_body_bytes = settings.max_workflow_bytes + BODY_ALLOWANCE_BYTES
         self.resolver = DocumentedResolver(

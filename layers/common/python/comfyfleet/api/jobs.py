@@ -34,13 +34,10 @@ from comfyfleet.api.models import (
     WebhookReplayed,
     iso,
 )
-from comfyfleet.api.objects import (
-    PREVIEW_LINK_SECONDS,
-    CatalogueCache,
-    ObjectStore,
-    latest_preview,
-)
+from comfyfleet.api.node_classes import NodeClasses
+from comfyfleet.api.objects import PREVIEW_LINK_SECONDS, ObjectStore, latest_preview
 from comfyfleet.api.views import job_links, job_view
+from comfyfleet.catalogues import workflow_classes
 from comfyfleet.clock import Clock
 from comfyfleet.domain import Counters, Job, JobState
 from comfyfleet.errors import JobNotFound, JobStateConflict
@@ -49,7 +46,7 @@ from comfyfleet.scheduling import Admission, Dispatcher, JobRequest, job_of_acco
 from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
 from comfyfleet.templates import TemplateParams, render_template
-from comfyfleet.workflow import ErrorCode, validate_workflow
+from comfyfleet.workflow import ErrorCode, WorkflowError, validate_workflow
 from comfyfleet.workflow.validate import ValidationResult
 
 
@@ -67,7 +64,7 @@ class JobsService:
         settings: Settings,
         stores: Stores,
         dispatcher: Dispatcher,
-        catalogue: CatalogueCache,
+        catalogue: NodeClasses,
         objects: ObjectStore,
         idempotency: IdempotentSubmits,
         clock: Clock,
@@ -100,8 +97,8 @@ class JobsService:
                 check_webhook_url(
                     submission.webhook_url, allow_local=self.settings.allow_local_urls
                 )
-            result = self._validate(submission.prompt, submission.models)
-            admission = self._admit(caller, submission.prompt, result, submission)
+            result, environments = self._validate(submission.prompt, submission.models)
+            admission = self._admit(caller, submission.prompt, result, environments, submission)
             admitted.append(admission.counters)
             return _accepted(admission, base_url).model_dump(mode="json", by_alias=True)
 
@@ -126,8 +123,8 @@ class JobsService:
 
         def admit() -> dict[str, Any]:
             rendered = render_template(name, params)
-            result = self._validate(rendered.graph, None)
-            admission = self._admit(caller, rendered.graph, result, None)
+            result, environments = self._validate(rendered.graph, None)
+            admission = self._admit(caller, rendered.graph, result, environments, None)
             admitted.append(admission.counters)
             accepted = TemplateJobAccepted(
                 **_accepted(admission, base_url).model_dump(), seed=rendered.seed
@@ -139,24 +136,31 @@ class JobsService:
         data, replayed = self._once(caller, idempotency_key, path, body, admit, lambda_context)
         return Submitted(TemplateJobAccepted.model_validate(data), _last(admitted), replayed)
 
-    def _validate(self, graph: Any, manifest: Any) -> ValidationResult:
+    def _validate(self, graph: Any, manifest: Any) -> tuple[ValidationResult, list[str] | None]:
+        """The workflow checked against the catalogues of the environments in service, and
+        those of them that have all its classes when not all do (None: any node)."""
+        fleet = self.catalogue.fleet()
         result = validate_workflow(
-            graph, settings=self.settings, catalogue=self.catalogue.get(), manifest=manifest
+            graph,
+            settings=self.settings,
+            catalogue=fleet.union if fleet is not None else None,
+            manifest=manifest,
         )
-        if result.ok:
-            return result
-        errors = [error.to_dict() for error in result.errors]
+        if result.ok and fleet is not None:
+            _refuse(fleet.placement_errors(graph))
+            environments = fleet.environments_for(list(workflow_classes(graph)))
+            return result, sorted(environments) if environments is not None else None
         if any(error.code is ErrorCode.TOO_LARGE for error in result.errors):
-            raise PayloadTooLarge(result.errors[0].message, errors)
-        raise InvalidWorkflow(
-            f"the workflow has {len(errors)} error{'s' if len(errors) != 1 else ''}", errors
-        )
+            raise PayloadTooLarge(result.errors[0].message, [e.to_dict() for e in result.errors])
+        _refuse(result.errors)
+        return result, None
 
     def _admit(
         self,
         caller: Caller,
         graph: dict[str, Any],
         result: ValidationResult,
+        environments: list[str] | None,
         submission: JobSubmission | None,
     ) -> Admission:
         request = JobRequest(
@@ -164,6 +168,7 @@ class JobsService:
             models=[ref.to_dict() for ref in result.models],
             webhook_url=submission.webhook_url if submission else None,
             metadata=submission.metadata if submission else None,
+            environments=environments,
         )
         return self.dispatcher.submit(caller.account_id, caller.tier, caller.limits, request)
 
@@ -315,3 +320,11 @@ def _accepted(admission: Admission, base_url: str) -> JobAccepted:
 
 def _last(items: list[Counters]) -> Counters | None:
     return items[-1] if items else None
+
+
+def _refuse(errors: list[WorkflowError]) -> None:
+    """400 invalid_workflow listing ``errors``, if there are any."""
+    if errors:
+        details = [error.to_dict() for error in errors]
+        plural = "s" if len(details) != 1 else ""
+        raise InvalidWorkflow(f"the workflow has {len(details)} error{plural}", details)

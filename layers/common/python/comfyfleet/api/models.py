@@ -283,6 +283,9 @@ class NodeView(BaseModel):
     free_bytes: int
     ewma_run_seconds: float | None
     queue_url: str
+    environment_id: str = Field(
+        "", description="Its software (node setup's lock; core: ComfyUI's core nodes only)."
+    )
 
 
 class NodeList(BaseModel):

@@ -1,4 +1,4 @@
-"""Objects the API reads from S3: the fleet's node catalogue and jobs' preview frames.
+"""Objects the API reads from S3: the node catalogues and jobs' preview frames.
 
 ``ObjectStore`` is the port; ``S3Objects`` the adapter, ``MemoryObjects`` the fake.
 """
@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from comfyfleet.catalogue import NodeCatalogue
+from comfyfleet.catalogues import FleetCatalogue
 from comfyfleet.clock import Clock
 from comfyfleet.errors import StorageError
-from comfyfleet.resources import CATALOGUE_KEY, preview_key
+from comfyfleet.resources import CATALOGUE_KEY, catalogue_key, preview_key
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +137,23 @@ class MemoryObjects:
         return f"https://{bucket}.s3.local/{key}?expires={int(self.clock.now()) + seconds}"
 
 
-class CatalogueCache:
-    """The fleet's node catalogue (published by the agents), re-read at most once a minute.
+@dataclass
+class _Known:
+    """One catalogue object as last read: when it was checked, its ETag, its catalogue."""
 
-    Absent, the API validates workflows structurally only. When a read fails the last good
-    catalogue stays in use: a storage hiccup must not turn deep validation off.
+    checked_at: float
+    etag: str | None = None
+    catalogue: NodeCatalogue | None = None
+
+
+class CatalogueCache:
+    """The node catalogues the agents publish, each re-read at most once a minute (a
+    conditional GET: S3 sends a body only when the object changed).
+
+    ``get()`` is the fleet-wide one; ``fleet(environments)`` the catalogues of those
+    environments and their union. Absent, the API validates workflows structurally only. When
+    a read fails the last good catalogue stays in use: a storage hiccup must not turn deep
+    validation off.
     """
 
     def __init__(
@@ -157,30 +171,54 @@ class CatalogueCache:
         self.clock = clock
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._checked_at: float | None = None
-        self._etag: str | None = None
-        self._catalogue: NodeCatalogue | None = None
+        self._known: dict[str, _Known] = {}
+        self._fleet: tuple[tuple[tuple[str, int], ...], FleetCatalogue] | None = None
 
     def get(self) -> NodeCatalogue | None:
-        now = self.clock.now()
+        """The fleet-wide catalogue (the node that started last published it)."""
         with self._lock:
-            if self._checked_at is not None and now - self._checked_at < self.ttl:
-                return self._catalogue
-            self._checked_at = now
+            return self._read(self.key)
+
+    def fleet(self, environments: Sequence[str]) -> FleetCatalogue | None:
+        """The catalogues of ``environments`` (in precedence order) and their union; with
+        none in service, the fleet-wide catalogue alone. An environment whose catalogue is
+        not published (or was never read) is left out; None when none is known."""
+        with self._lock:
+            keys = {environment: catalogue_key(environment) for environment in environments}
+            found = {env: self._read(key) for env, key in (keys or {"": self.key}).items()}
+            known = {env: catalogue for env, catalogue in found.items() if catalogue is not None}
+            if not known:
+                return None
+            identity = tuple((env, id(catalogue)) for env, catalogue in known.items())
+            if self._fleet is None or self._fleet[0] != identity:
+                self._fleet = (identity, FleetCatalogue(known))
+            return self._fleet[1]
+
+    def _read(self, key: str) -> NodeCatalogue | None:
+        """The catalogue at ``key``, read again once its time to live has passed."""
+        now = self.clock.now()
+        known = self._known.get(key)
+        if known is not None and now - known.checked_at < self.ttl:
+            return known.catalogue
+        if known is None:
+            known = self._known[key] = _Known(now)
+        known.checked_at = now
+        try:
+            read = self.objects.read(self.bucket, key, if_none_match=known.etag)
+        except StorageError:
+            logger.warning("catalogue read failed; keeping the last one", exc_info=True)
+            return known.catalogue
+        if read is None:
+            if key != self.key:  # an environment in service without its catalogue
+                logger.warning("no node catalogue at %s", key)
+            known.catalogue, known.etag = None, None
+        elif read.body is not None:
             try:
-                read = self.objects.read(self.bucket, self.key, if_none_match=self._etag)
-            except StorageError:
-                logger.warning("catalogue read failed; keeping the last one", exc_info=True)
-                return self._catalogue
-            if read is None:
-                self._catalogue, self._etag = None, None
-            elif read.body is not None:
-                try:
-                    self._catalogue = NodeCatalogue.from_json(read.body)
-                    self._etag = read.etag
-                except ValueError:
-                    logger.warning("the published catalogue is not valid; keeping the last one")
-            return self._catalogue
+                known.catalogue = NodeCatalogue.from_json(read.body)
+                known.etag = read.etag
+            except ValueError:
+                logger.warning("the catalogue at %s is not valid; keeping the last one", key)
+        return known.catalogue
 
 
 def latest_preview(objects: ObjectStore, bucket: str, job_id: str) -> ObjectInfo | None:

@@ -75,6 +75,8 @@ class DocumentedResolver(APIGatewayRestResolver):
     def _document(self, path: str, method: str, operation: dict[str, Any]) -> None:
         responses = operation["responses"]
         responses.pop("422", None)
+        if "304" in responses:  # not modified: no body, whatever Powertools assumed
+            responses["304"].pop("content", None)
         statuses = self.route_errors.get((path, method), ())
         for status in (*statuses, 500):
             response: dict[str, Any] = {

@@ -8,6 +8,7 @@ The registration order is the order of the OpenAPI document's paths: keep it."""
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
@@ -39,7 +40,9 @@ from comfyfleet.api.models import (
     WebhookSecretRotated,
     iso,
 )
+from comfyfleet.api.node_classes import CACHE_CONTROL, etag_matches
 from comfyfleet.api.routing import RouteHost
+from comfyfleet.catalogues import CatalogueDocument
 from comfyfleet.domain import JobState
 from comfyfleet.templates import TEMPLATES, Template
 
@@ -51,6 +54,43 @@ IdempotencyKey = Annotated[
         "same job; the same key with another body is 409 idempotency_conflict.",
     ),
 ]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-None-Match",
+        description="An ETag from an earlier answer: 304 Not Modified while it is current.",
+    ),
+]
+# ComfyUI's own description of a class, as its GET /object_info lists it.
+_NODE_CLASS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "input": {"type": "object", "description": "required, optional and hidden inputs"},
+        "input_order": {"type": "object"},
+        "output": {"type": "array"},
+        "output_is_list": {"type": "array", "items": {"type": "boolean"}},
+        "output_name": {"type": "array", "items": {"type": "string"}},
+        "name": {"type": "string"},
+        "display_name": {"type": "string"},
+        "description": {"type": "string"},
+        "python_module": {"type": "string"},
+        "category": {"type": "string"},
+        "output_node": {"type": "boolean"},
+    },
+    "additionalProperties": True,
+}
+CATALOGUE_RESPONSES: dict[int, Any] = {
+    200: {
+        "description": "Node classes by name, in ComfyUI's GET /object_info shape. ETag: "
+        "the answer's version, for If-None-Match.",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "additionalProperties": _NODE_CLASS_SCHEMA}
+            }
+        },
+    },
+    304: {"description": "Not modified: the If-None-Match ETag is still current."},
+}
 SUBMIT_ERRORS = (400, 401, 403, 409, 413, 429, 503)
 READ_ERRORS = (401, 403, 404, 503)
 
@@ -58,6 +98,7 @@ READ_ERRORS = (401, 403, 404, 503)
 def register_routes(api: RouteHost) -> None:
     _register_public(api)
     _register_jobs(api)
+    _register_node_classes(api)
     for template in TEMPLATES.values():
         _register_template(api, template)
     _register_admin(api)
@@ -198,6 +239,40 @@ def _register_account(api: RouteHost) -> None:
                 for t in TEMPLATES.values()
             ]
         )
+
+
+def _register_node_classes(api: RouteHost) -> None:
+    """The fleet's node catalogue (every environment in service), as ComfyUI serves its own:
+    tools that read a ComfyUI server's /object_info work against the fleet."""
+    options: dict[str, Any] = {"tags": ["catalogue"], "responses": CATALOGUE_RESPONSES}
+
+    @api.route(
+        "GET",
+        "/v1/object_info",
+        errors=(401, 403, 503),
+        summary="Every node class on the fleet (ComfyUI's /object_info)",
+        **options,
+    )
+    def object_info(if_none_match: IfNoneMatch = None) -> Response[Any]:
+        return _catalogue(api.node_classes.object_info(), if_none_match)
+
+    @api.route(
+        "GET",
+        "/v1/object_info/<class_type>",
+        errors=READ_ERRORS,
+        summary="One node class (ComfyUI's /object_info/{class}); 404 if no node has it",
+        **options,
+    )
+    def node_class(class_type: str, if_none_match: IfNoneMatch = None) -> Response[Any]:
+        # API Gateway passes the path as the client encoded it ("KSampler%20(Efficient)").
+        return _catalogue(api.node_classes.node_class(unquote(class_type)), if_none_match)
+
+
+def _catalogue(document: CatalogueDocument, if_none_match: str | None) -> Response[Any]:
+    headers = {"ETag": document.etag, "Cache-Control": CACHE_CONTROL}
+    if etag_matches(if_none_match, document.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(200, content_types.APPLICATION_JSON, document.body, headers)
 
 
 def _register_template(api: RouteHost, template: Template) -> None:

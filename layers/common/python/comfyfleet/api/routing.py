@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from comfyfleet.api.admin import AdminService
     from comfyfleet.api.context import Caller
     from comfyfleet.api.jobs import JobsService
+    from comfyfleet.api.node_classes import NodeClasses
     from comfyfleet.domain import Counters
 
 
@@ -40,6 +41,9 @@ class RouteHost(Protocol):
 
     @property
     def admin(self) -> AdminService: ...
+
+    @property
+    def node_classes(self) -> NodeClasses: ...
 
     @property
     def scope(self) -> RequestScope: ...

@@ -145,4 +145,5 @@ def node_view(node: NodeInfo) -> NodeView:
         free_bytes=node.free_bytes,
         ewma_run_seconds=node.ewma_run_seconds,
         queue_url=node.queue_url,
+        environment_id=node.environment_id,
     )

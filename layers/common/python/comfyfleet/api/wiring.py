@@ -13,6 +13,7 @@ from comfyfleet.api.auth import KeyAuthorizer
 from comfyfleet.api.http import HttpApi
 from comfyfleet.api.idempotency import IdempotentSubmits, MemoryPersistenceLayer
 from comfyfleet.api.jobs import JobsService
+from comfyfleet.api.node_classes import NodeClasses
 from comfyfleet.api.objects import CatalogueCache, MemoryObjects, ObjectStore, S3Objects
 from comfyfleet.api.queue_stats import (
     MemoryQueueInspector,
@@ -62,11 +63,17 @@ def build_api(
 ) -> HttpApi:
     """The API over the given ports (``idempotency``: a Powertools persistence layer)."""
     dispatcher = Dispatcher(stores, queues, settings, clock, shared_url=shared_url, events=events)
+    node_classes = NodeClasses(
+        catalogues=CatalogueCache(objects, settings.model_bucket_name, clock),
+        snapshot=dispatcher.snapshot,  # the router's: the environments in service cost no call
+        settings=settings,
+        clock=clock,
+    )
     jobs = JobsService(
         settings=settings,
         stores=stores,
         dispatcher=dispatcher,
-        catalogue=CatalogueCache(objects, settings.model_bucket_name, clock),
+        catalogue=node_classes,
         objects=objects,
         idempotency=IdempotentSubmits(idempotency),
         clock=clock,
@@ -79,7 +86,9 @@ def build_api(
         fixed_queues=fixed_queues,
         clock=clock,
     )
-    return HttpApi(settings=settings, jobs=jobs, admin=admin, metrics=metrics)
+    return HttpApi(
+        settings=settings, jobs=jobs, admin=admin, node_classes=node_classes, metrics=metrics
+    )
 
 
 # -- AWS --------------------------------------------------------------------------------------

@@ -158,6 +158,15 @@ class JobStore(Protocol):
         """
         ...
 
+    def hand_back(
+        self, job_id: str, node_id: str, *, now: float, route: str, environment_id: str
+    ) -> Job:
+        """running here → queued again as though this node had never claimed it (it lacks a
+        class the job uses, comfyfleet.handback): the attempt is given back, the node's
+        ``environment_id`` is added to handed_back_by, and the job is back in the ring
+        (ring_at = now) with its next message bound for ``route``, whose count rises."""
+        ...
+
     def cancel(self, job_id: str, *, now: float) -> Job:
         """A queued job is cancelled at once; a running one gets cancel_requested."""
         ...

@@ -78,7 +78,7 @@ def unpack_workflow(blob: bytes) -> dict[str, Any]:
 EVENT_PENDING = "1"
 _OPTIONAL_TEXT = ("webhook_url", "route", "node_id")
 _OPTIONAL_NUMBERS = ("lease_until", "started_at", "completed_at", "expires_at", "ring_at")
-_OPTIONAL_JSON = ("metadata", "progress", "outputs", "error", "webhook")
+_OPTIONAL_JSON = ("metadata", "progress", "outputs", "error", "webhook", "environments")
 
 
 def is_live(job: Job) -> bool:
@@ -111,6 +111,8 @@ def job_to_item(job: Job) -> Item:
         value = getattr(job, name)
         if value is not None:
             item[name] = as_json(value)
+    if job.handed_back_by:
+        item["handed_back_by"] = as_json(job.handed_back_by)
     if job.state is JobState.QUEUED and not job.in_ring:
         item["backlog_account"] = s(job.account_id)  # the sparse backlog index's key
     if job.event_pending:
@@ -148,6 +150,8 @@ def job_from_item(item: Item) -> Job:
         webhook=get_json(item, "webhook"),
         event_pending="event_pending" in item,
         ring_at=get_n(item, "ring_at"),
+        environments=get_json(item, "environments"),
+        handed_back_by=get_json(item, "handed_back_by") or [],
     )
 
 

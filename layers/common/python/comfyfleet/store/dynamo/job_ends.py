@@ -1,5 +1,6 @@
-"""How a job leaves the running or the queued state: finished, released, requeued after its
-lease ran out, cancelled or failed; each with the counters it frees, in one transaction."""
+"""How a job leaves the running or the queued state: finished, released, handed back,
+requeued after its lease ran out, cancelled or failed; each with the counters it frees, in
+one transaction."""
 
 from __future__ import annotations
 
@@ -84,10 +85,35 @@ class JobEnds(JobTable):
         condition = "#state = :running AND node_id = :node"
         return self._requeue(job, condition, {":node": s(node_id)}, ring_at=now)
 
-    def _requeue(
-        self, job: Job, condition: str, values: dict[str, Any], *, ring_at: float | None = None
+    def hand_back(
+        self, job_id: str, node_id: str, *, now: float, route: str, environment_id: str
     ) -> Job:
-        sets = "#state = :queued, in_ring = :true"
+        job = self.get(job_id)
+        if job.state is not JobState.RUNNING or job.node_id != node_id:
+            raise JobStateConflict(job_id, job.state, "it is not running on this node")
+        declined = [*job.handed_back_by, environment_id]
+        handed = replace(job, route=route, attempt=max(0, job.attempt - 1), handed_back_by=declined)
+        sets = "route = :route, attempt = :attempt, handed_back_by = :declined"
+        values = {
+            ":node": s(node_id),
+            ":route": s(route),
+            ":attempt": n(handed.attempt),
+            ":declined": as_json(declined),
+        }
+        condition = "#state = :running AND node_id = :node"
+        return self._requeue(handed, condition, values, ring_at=now, sets=sets)
+
+    def _requeue(
+        self,
+        job: Job,
+        condition: str,
+        values: dict[str, Any],
+        *,
+        ring_at: float | None = None,
+        sets: str = "",
+    ) -> Job:
+        """Back in the ring, its message on ``job.route``: the counts move with it."""
+        sets = "#state = :queued, in_ring = :true" + (f", {sets}" if sets else "")
         if ring_at is not None:
             sets += ", ring_at = :ring_at"
             values = {**values, ":ring_at": n(ring_at)}

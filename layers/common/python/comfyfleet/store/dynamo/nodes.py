@@ -44,6 +44,7 @@ def _node_from(item: Item) -> NodeInfo:
         bandwidth_bytes_per_second=get_n(item, "bandwidth"),
         queued=max(0, get_int(item, "queued")),
         registered_at=get_n(item, "registered_at") or 0.0,
+        environment_id=get_s(item, "environment_id") or "",
     )
 
 
@@ -70,7 +71,8 @@ class DynamoNodeRegistry:
             TableName=self.table,
             Key={"node_id": s(node.node_id)},
             UpdateExpression="SET node_status = :status, heartbeat_at = :now, queue_url = :url, "
-            "cached = :cached, free_bytes = :free, gpu = :gpu, registered_at = :now "
+            "cached = :cached, free_bytes = :free, gpu = :gpu, registered_at = :now, "
+            "environment_id = :environment "
             "REMOVE current_job, current_started_at ADD queued :zero",
             ExpressionAttributeValues={
                 ":status": s(node.status),
@@ -79,6 +81,7 @@ class DynamoNodeRegistry:
                 ":cached": as_json(node.cached),
                 ":free": n(node.free_bytes),
                 ":gpu": s(node.gpu),
+                ":environment": s(node.environment_id),
                 ":zero": n(0),
             },
         )

@@ -1,5 +1,5 @@
-"""How a job leaves the running or the queued state: finished, released, requeued after its
-lease ran out, cancelled or failed; each with the counters it frees."""
+"""How a job leaves the running or the queued state: finished, released, handed back,
+requeued after its lease ran out, cancelled or failed; each with the counters it frees."""
 
 from __future__ import annotations
 
@@ -48,6 +48,19 @@ class JobEnds(JobTable):
         with self.m.lock:
             job = self._running_here(job_id, node_id, "it is not running here")
             return self._requeue(job, ring_at=now)
+
+    def hand_back(
+        self, job_id: str, node_id: str, *, now: float, route: str, environment_id: str
+    ) -> Job:
+        with self.m.lock:
+            job = self._running_here(job_id, node_id, "it is not running on this node")
+            handed = replace(
+                job,
+                route=route,
+                attempt=max(0, job.attempt - 1),
+                handed_back_by=[*job.handed_back_by, environment_id],
+            )
+            return self._requeue(handed, ring_at=now)
 
     def _requeue(self, job: Job, *, ring_at: float | None = None) -> Job:
         self._counts(job.account_id).move(running=-1, waiting=1, ring=1)
