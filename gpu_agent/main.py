@@ -26,7 +26,7 @@ from gpu_agent.agent import Agent
 from gpu_agent.cache import ModelCache
 from gpu_agent.comfy import ComfyClient, ComfyUnavailable
 from gpu_agent.identity import node_id as find_node_id
-from gpu_agent.identity import spot_interruption_notice
+from gpu_agent.identity import per_gpu, spot_interruption_notice
 from gpu_agent.metrics import AgentMetrics, CloudWatchMetrics
 from gpu_agent.mirror import ModelMirror, mirror_client
 from gpu_agent.origin import OriginDownloader
@@ -106,11 +106,18 @@ def _connect(
     sqs = SqsJobQueues(client("sqs"))
     queues = queues or sqs
     s3 = s3 or client("s3")
-    node = find_node_id(settings.node_id) if on_ec2 else (settings.node_id or "local")
+    node = agent_node_id(settings, on_ec2=on_ec2)
     shared_url = settings.shared_queue_url or sqs.queue_url(SHARED_QUEUE.name(settings))
     if node_queue_url is None:
         node_queue_url = sqs.create_node_queue(settings, node)
     return _Wiring(clock, stores, queues, s3, node, shared_url, node_queue_url)
+
+
+def agent_node_id(settings: AgentSettings, *, on_ec2: bool) -> str:
+    """The configured id, else the instance's (off EC2 "local"); one per GPU when indexed."""
+    if on_ec2:
+        return find_node_id(settings.node_id, settings.gpu_index)
+    return settings.node_id or per_gpu("local", settings.gpu_index)
 
 
 def _models(
@@ -137,6 +144,7 @@ def _models(
         settings.comfy_root,
         sources,
         clock=wiring.clock.now,
+        node_id=wiring.node,
     )
     return sources, cache
 

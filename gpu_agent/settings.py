@@ -6,15 +6,25 @@ Same environment prefix (``COMFYFLEET_``); docs/settings.md lists every field.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from comfyfleet.settings import GiB, Settings
 
+COMFY_PORT = 8188  # ComfyUI's own default; the GPU with index i has its server on 8188 + i
+
 
 class AgentSettings(Settings):
+    gpu_index: int | None = Field(
+        None,
+        ge=0,
+        description="The GPU this agent serves on a multi-GPU instance: its node id becomes "
+        "<instance id>-gpu<i> and its ComfyUI's default port 8188 + i. Unset: one GPU.",
+    )
     comfy_url: str = Field(
-        "http://127.0.0.1:8188", description="The ComfyUI server this agent drives."
+        f"http://127.0.0.1:{COMFY_PORT}",
+        description="The ComfyUI server this agent drives (default port 8188 + the GPU index).",
     )
     comfy_root: Path = Field(
         Path("/opt/ComfyUI"),
@@ -23,8 +33,13 @@ class AgentSettings(Settings):
     comfy_output_dir: Path | None = Field(
         None, description="ComfyUI's output folder, for clean-up (default <comfy_root>/output)."
     )
-    cache_dir: Path = Field(Path("/var/cache/comfyfleet"), description="The model cache.")
-    cache_budget_bytes: int = Field(64 * GiB, gt=0, description="Bytes the model cache may hold.")
+    cache_dir: Path = Field(
+        Path("/var/cache/comfyfleet"),
+        description="The model cache, on a local disk; the agents of one instance may share it.",
+    )
+    cache_budget_bytes: int = Field(
+        64 * GiB, gt=0, description="Bytes the model cache may hold (all its agents together)."
+    )
     max_model_bytes: int = Field(64 * GiB, gt=0, description="Largest model file downloaded.")
     node_id: str = Field(
         "", description="This node's id; empty: the EC2 instance id (IMDSv2), else the host name."
@@ -67,6 +82,20 @@ class AgentSettings(Settings):
     metrics_flush_seconds: float = Field(
         60.0, gt=0, description="How often the batched metrics are sent."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_gpu_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("gpu_index") == "":
+            data["gpu_index"] = None  # a unit file's empty variable: one GPU
+        index = str(data.get("gpu_index")).strip()  # a bad one: the field's check reports it
+        if data.get("comfy_url") is None and index.isdigit():
+            # Each GPU's ComfyUI listens on its own port, unless the URL is given.
+            data["comfy_url"] = f"http://127.0.0.1:{COMFY_PORT + int(index)}"
+        return data
 
     @property
     def output_dir(self) -> Path:

@@ -3,7 +3,7 @@
 ``OriginServer`` serves byte strings by path from ``http.server`` on 127.0.0.1 and an
 ephemeral port (optionally over TLS), and records every request it sees. Per path it can
 redirect, answer error statuses first, drop the connection once after N body bytes, ignore
-``Range``, or send the body chunked (no Content-Length).
+``Range``, send the body chunked (no Content-Length), or hold its answers until released.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class Behaviour:
     statuses: list[int] = field(default_factory=list)  # answer these first, in order
     ignore_range: bool = False
     chunked: bool = False
+    hold: threading.Event | None = None  # answer each GET only once this is set
 
 
 class OriginServer:
@@ -114,6 +115,8 @@ def _handler_for(origin: OriginServer) -> type[BaseHTTPRequestHandler]:
             if behaviour.statuses:
                 self._reply(behaviour.statuses.pop(0), b"try again")
                 return
+            if behaviour.hold is not None:
+                behaviour.hold.wait(30)
             etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
             start = 0
             match = _RANGE.match(self.headers.get("Range", ""))

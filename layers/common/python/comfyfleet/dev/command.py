@@ -30,6 +30,11 @@ def add_dev_command(commands: Any) -> None:
         "--state-dir", default=".comfyfleet", metavar="DIR", help="dev.json, logs, caches"
     )
     dev.add_argument(
+        "--shared-cache",
+        action="store_true",
+        help="one model cache for all the agents, as on a multi-GPU instance",
+    )
+    dev.add_argument(
         "--allow-local-urls",
         action="store_true",
         help="let model, image and webhook URLs name loopback http servers (dev only)",
@@ -65,6 +70,7 @@ def _options(args: argparse.Namespace) -> Any:
         agents=agents,
         comfy=targets,
         state_dir=Path(args.state_dir),
+        shared_cache=args.shared_cache,
         allow_local_urls=args.allow_local_urls,
         reaper_seconds=args.reaper_seconds,
         step_seconds=args.step_seconds,

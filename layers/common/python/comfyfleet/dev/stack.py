@@ -3,9 +3,10 @@
 In this process: moto's server (the AWS endpoint, every resource provisioned), the HTTP
 front playing API Gateway before the real api and authorizer functions, the webhooks
 function fed from its SQS queue and the reaper on a timer. As child processes: one agent per
-ComfyUI, each with its own cache, and a fakecomfy per agent unless real ComfyUI servers are
-given. The handlers and the agents find AWS through boto3's ``AWS_ENDPOINT_URL`` and read
-their settings from ``COMFYFLEET_*`` variables, as they do in a deployment.
+ComfyUI, each with its own cache (or all on one, ``--shared-cache``, as the agents of a
+multi-GPU instance are), and a fakecomfy per agent unless real ComfyUI servers are given.
+The handlers and the agents find AWS through boto3's ``AWS_ENDPOINT_URL`` and read their
+settings from ``COMFYFLEET_*`` variables, as they do in a deployment.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class DevOptions:
     agents: int = 1
     comfy: list[ComfyTarget] | None = None  # None: a fakecomfy per agent
     state_dir: Path = Path(".comfyfleet")
+    shared_cache: bool = False  # every agent on one cache dir (and so one budget)
     allow_local_urls: bool = False
     reaper_seconds: float = 10.0
     step_seconds: float = 0.05  # fakecomfy's time per sampler step
@@ -213,6 +215,7 @@ class DevStack:
         for index, target in enumerate(self._targets(), start=1):
             node_id = f"dev-node-{index}"
             home = self.state_dir / "nodes" / node_id
+            cache = self.state_dir / "shared-cache" if self.options.shared_cache else home / "cache"
             comfy: ChildProcess | None = None
             if target is None:
                 root = home / "comfyui"
@@ -242,7 +245,7 @@ class DevStack:
                 "COMFYFLEET_ON_EC2": "false",  # no requests to the metadata address here
                 "COMFYFLEET_COMFY_URL": target.url,
                 "COMFYFLEET_COMFY_ROOT": str(target.root),
-                "COMFYFLEET_CACHE_DIR": str(home / "cache"),
+                "COMFYFLEET_CACHE_DIR": str(cache),
             }
             agent = ChildProcess(
                 node_id,
@@ -250,9 +253,7 @@ class DevStack:
                 env=env,
                 log_path=self.logs / f"{node_id}.log",
             )
-            self.agents.append(
-                AgentProcess(node_id, target.url, target.root, home / "cache", agent, comfy)
-            )
+            self.agents.append(AgentProcess(node_id, target.url, target.root, cache, agent, comfy))
 
     def _wait_for_agents(self, settings: Any) -> None:
         """Until every agent has registered its node (or one has died: its log says why)."""
@@ -354,6 +355,9 @@ def banner(info: dict[str, Any]) -> str:
     for agent in info["agents"]:
         node, pid, comfy = agent["node_id"], agent["pid"], agent["comfy_url"]
         lines.append(f"  agent       {node} (pid {pid}) -> {comfy}")
+    caches = {agent.get("cache_dir") for agent in info["agents"]}
+    if len(info["agents"]) > 1 and len(caches) == 1:
+        lines.append(f"  cache       {caches.pop()} (one for all the agents)")
     for name in info.get("absent_functions") or []:
         lines.append(f"  absent      functions/{name}/app.py: not run")
     cli = _cli_command()
