@@ -23,17 +23,25 @@ except ImportError:
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from comfyfleet_cdk.config import load_context  # noqa: E402
+from comfyfleet_cdk.config import ConfigError, load_context  # noqa: E402
 from comfyfleet_cdk.stack import build_app  # noqa: E402
 
+# A context value the deployment cannot use (the message names it): nothing is synthesised.
+EXIT_BAD_CONTEXT = 2
 
-def main() -> None:
-    if os.environ.get("CDK_CONTEXT_JSON") or os.environ.get("CDK_OUTDIR"):
-        app = build_app()  # the cdk command passes context and the output folder
-    else:
-        app = build_app(load_context(ROOT), outdir=str(ROOT / "cdk.out"))
+
+def main() -> int:
+    try:
+        if os.environ.get("CDK_CONTEXT_JSON") or os.environ.get("CDK_OUTDIR"):
+            app = build_app()  # the cdk command passes context and the output folder
+        else:
+            app = build_app(load_context(ROOT), outdir=str(ROOT / "cdk.out"))
+    except ConfigError as exc:
+        print(f"comfyfleet: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONTEXT
     app.synth()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from comfyfleet.environment import EnvironmentProblems
 from comfyfleet.settings import ENV_PREFIX, Settings
+from comfyfleet_cdk.node_environment import NodeEnvironment, core_environment, file_environment
 from gpu_agent.settings import AgentSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +34,7 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_AMI_PARAMETER = (
     "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 )
+DEFAULT_COMFYUI_VERSION = "v0.3.64"
 
 
 # Every context key read_config understands (README, "Deploying").
@@ -57,6 +60,7 @@ CONTEXT_KEYS = (
     "api_burst_limit",
     "log_retention_days",
     "comfyui_version",
+    "environment",
     "settings",
     "agent",
 )
@@ -89,9 +93,17 @@ class DeploymentConfig:
     api_rate_limit: int = 50
     api_burst_limit: int = 100
     log_retention_days: int = 30
-    comfyui_version: str = "v0.3.64"
+    comfyui_version: str = DEFAULT_COMFYUI_VERSION
     settings: Settings = field(default_factory=Settings)
     agent: AgentSettings = field(default_factory=AgentSettings)
+    # What the nodes run (context ``environment``, a TOML file); None: ComfyUI's core nodes
+    # at comfyui_version (see node_environment).
+    environment: NodeEnvironment | None = None
+
+    @property
+    def node_environment(self) -> NodeEnvironment:
+        """The environment the nodes get: the file's, or the generated core one."""
+        return self.environment or core_environment(self.comfyui_version, self.settings)
 
     @property
     def stack_name(self) -> str:
@@ -157,7 +169,7 @@ def read_config(context: Mapping[str, Any]) -> DeploymentConfig:
         "spot": _bool("spot", get("spot", False)),
         "cloudfront": _bool("cloudfront", get("cloudfront", True)),
         "alarm_email": str(get("alarm_email", "")),
-        "comfyui_version": str(get("comfyui_version", "v0.3.64")),
+        "comfyui_version": str(get("comfyui_version", DEFAULT_COMFYUI_VERSION)),
     }
     if "spot_instance_types" in context:
         values["spot_instance_types"] = tuple(_list(context["spot_instance_types"]))
@@ -174,9 +186,27 @@ def read_config(context: Mapping[str, Any]) -> DeploymentConfig:
     if get("desired_nodes") not in (None, ""):
         values["desired_nodes"] = _int("desired_nodes", get("desired_nodes"))
     settings = _settings(context, stage)
+    values["environment"] = _environment(context, values["comfyui_version"], settings)
     config = DeploymentConfig(**values, settings=settings, agent=_agent(context, settings))
     _check(config)
     return config
+
+
+def _environment(
+    context: Mapping[str, Any], comfyui_version: str, settings: Settings
+) -> NodeEnvironment:
+    """The nodes' environment file, validated as ``comfyfleet node setup`` would (every
+    problem in the message); without the key, the core environment at comfyui_version."""
+    path = str(context.get("environment") or "").strip()
+    try:
+        if not path:
+            return core_environment(comfyui_version, settings)
+        return file_environment(path, comfyui_version, settings)
+    except EnvironmentProblems as exc:
+        key = f"environment={path}" if path else f"comfyui_version={comfyui_version!r}"
+        count = f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}"
+        listed = "".join(f"\n  {problem}" for problem in exc.problems)
+        raise ConfigError(f"context {key}: not a valid environment ({count}):{listed}") from None
 
 
 def _settings(context: Mapping[str, Any], stage: str) -> Settings:

@@ -1,7 +1,8 @@
 """Fleet: the GPU nodes. A VPC, a launch template (IMDSv2 only, encrypted disks), the
 instance role (its queues, buckets and tables; nothing broader), user data that runs
-ComfyUI and the agent as systemd services, and the auto scaling group: optional spot mix,
-a termination hook that lets a node drain, scaling on shared-queue backlog per node."""
+ComfyUI and the agent as systemd services (one of each per GPU), and the auto scaling
+group: optional spot mix, a termination hook that lets a node drain, scaling on
+shared-queue backlog per node, the environment id as an instance tag."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, Stack, Tags
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -20,25 +21,23 @@ from constructs import Construct
 
 from comfyfleet import resources
 from comfyfleet_cdk import access
+from comfyfleet_cdk.bootstrap import render_user_data
 from comfyfleet_cdk.config import ROOT, DeploymentConfig, settings_environment
 from comfyfleet_cdk.data import OUTPUTS_PREFIX, PREVIEWS_PREFIX, Data
 from comfyfleet_cdk.functions import retention
+from comfyfleet_cdk.node_environment import ENVIRONMENT_FILE, ENVIRONMENT_TAG
 from comfyfleet_cdk.queues import Queues
 from gpu_agent.settings import AgentSettings
 
-USER_DATA = Path(__file__).parent / "userdata" / "node.sh"
-UV_VERSION = "0.9.5"
-TORCH_INDEX = "https://download.pytorch.org/whl/cu124"
-# Of the cache disk's free space at boot, the share the model cache may fill.
-CACHE_SHARE_PERCENT = 85
 # Extra time the termination hook and systemd give beyond the agent's drain grace.
 HOOK_MARGIN_SECONDS = 120
 # What an agent install needs from this repository (the rest stays out of the asset).
 AGENT_SOURCE = ("pyproject.toml", "README.md", "layers/common/python/comfyfleet", "gpu_agent")
 
 
-def agent_source_dir() -> Path:
-    """A copy of the files ``pip install .[agent]`` needs, for the instances' asset."""
+def agent_source_dir(environment_text: str | None = None) -> Path:
+    """A copy of the files ``pip install .[agent]`` needs, for the instances' asset; with
+    the nodes' environment file beside them (ENVIRONMENT_FILE) when given."""
     staging = Path(tempfile.mkdtemp(prefix="comfyfleet-agent-source-"))
     atexit.register(shutil.rmtree, staging, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
@@ -49,14 +48,9 @@ def agent_source_dir() -> Path:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+    if environment_text is not None:
+        (staging / ENVIRONMENT_FILE).write_text(environment_text, encoding="utf-8")
     return staging
-
-
-def systemd_value(value: str) -> str:
-    """A value as a systemd EnvironmentFile reads it back unchanged."""
-    if value and all(c.isalnum() or c in "-_.,:/@+=" for c in value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class Fleet(Construct):
@@ -78,6 +72,7 @@ class Fleet(Construct):
         user_data = self._user_data(config, data, queues)
         self.launch_template = self._launch_template(config, security_group, user_data)
         self.asg = self._group(config)
+        Tags.of(self.asg).add(ENVIRONMENT_TAG, config.node_environment.environment_id)
         self.drain_hook = self.asg.add_lifecycle_hook(
             "Drain",
             lifecycle_hook_name=f"{settings.prefix}-drain",
@@ -126,9 +121,11 @@ class Fleet(Construct):
         return vpc, security_group
 
     def _user_data(self, config: DeploymentConfig, data: Data, queues: Queues) -> ec2.UserData:
-        """The bootstrap script, with the agent's source as an asset only the nodes may read."""
+        """The bootstrap script, with the agent's source (and the environment file) as an
+        asset only the nodes may read."""
         stack = Stack.of(self)
-        source = s3_assets.Asset(self, "AgentSource", path=str(agent_source_dir()))
+        staged = agent_source_dir(config.node_environment.text)
+        source = s3_assets.Asset(self, "AgentSource", path=str(staged))
         # The one object, not the asset bucket: Asset.grant_read would open all of it.
         self.instance_role.add_to_principal_policy(
             iam.PolicyStatement(
@@ -349,35 +346,3 @@ def _metric_query(
             stat=stat,
         ),
     )
-
-
-def render_user_data(
-    config: DeploymentConfig,
-    environment: dict[str, str],
-    *,
-    source_bucket: str,
-    source_key: str,
-    region: str,
-) -> str:
-    """The node's bootstrap script with this deployment's values filled in."""
-    agent = config.agent
-    values = {
-        "CACHE_DIR": str(agent.cache_dir),
-        "COMFY_ROOT": str(agent.comfy_root),
-        "COMFY_PORT": agent.comfy_url.rsplit(":", 1)[-1].strip("/") or "8188",
-        "COMFYUI_VERSION": config.comfyui_version,
-        "UV_VERSION": UV_VERSION,
-        "TORCH_INDEX": TORCH_INDEX,
-        "REGION": region,
-        "SOURCE_BUCKET": source_bucket,
-        "SOURCE_KEY": source_key,
-        "CACHE_SHARE_PERCENT": str(CACHE_SHARE_PERCENT),
-        "STOP_TIMEOUT": str(agent.drain_grace_seconds + 30),
-        "AGENT_ENVIRONMENT": "\n".join(
-            f"{name}={systemd_value(value)}" for name, value in sorted(environment.items())
-        ),
-    }
-    script = USER_DATA.read_text()
-    for name, value in values.items():
-        script = script.replace(f"@@{name}@@", value)
-    return script

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from comfyfleet.settings import Settings
 from comfyfleet_cdk import bundling
 from comfyfleet_cdk.api import greater_than_pattern
+from comfyfleet_cdk.bootstrap import systemd_value
 from comfyfleet_cdk.config import (
     DEFAULT_AMI_PARAMETER,
     DEFAULT_REGION,
@@ -24,7 +25,6 @@ from comfyfleet_cdk.config import (
     read_config,
     settings_environment,
 )
-from comfyfleet_cdk.fleet import systemd_value
 from gpu_agent.settings import AgentSettings
 
 

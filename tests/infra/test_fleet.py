@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from comfyfleet_cdk.bootstrap import USER_DATA_LIMIT
 from comfyfleet_cdk.fleet import HOOK_MARGIN_SECONDS
 from tests.infra.conftest import Synthesised, flatten, logical_id
 
@@ -42,12 +43,15 @@ def test_user_data_installs_comfyui_and_the_agent_as_systemd_services(
     script = flatten(_template_data(synthesised)["UserData"])
     assert script.startswith("#!/bin/bash")
     assert "@@" not in script, "every placeholder is filled"
-    assert "comfyanonymous/ComfyUI" in script
-    assert f"--branch {synthesised.stack.config.comfyui_version}" in script
-    assert "/etc/systemd/system/comfyui.service" in script
-    assert "/etc/systemd/system/comfyfleet-agent.service" in script
+    assert len(script.encode()) < USER_DATA_LIMIT, "EC2 refuses larger user data"
+    assert "COMFYUI_GIT=https://github.com/comfyanonymous/ComfyUI" in script
+    assert f'clone_comfyui "$COMFY_ROOT" {synthesised.stack.config.comfyui_version}' in script
+    assert 'uv venv --seed --python 3.12 "$COMFY_ROOT/.venv"' in script
+    assert '/bin/comfyfleet" node setup --environment' in script
+    assert "-m gpu_agent.prefetch --environment" in script
+    assert "write_units /etc/systemd/system" in script
     assert "ExecStart=$HOME_DIR/venv/bin/comfyfleet agent" in script
-    assert "systemctl enable --now comfyui.service comfyfleet-agent.service" in script
+    assert 'systemctl enable --now $(gpu_units "$GPUS")' in script
     queue = logical_id(synthesised, synthesised.stack.queues.shared)
     assert f"COMFYFLEET_SHARED_QUEUE_URL='<Ref {queue}>'" in script
     assert "COMFYFLEET_CDN_DOMAIN=" in script

@@ -95,11 +95,12 @@ class Rig:
         if self.on_sleep is not None:
             self.on_sleep()
 
-    def node(self) -> str:
-        url = self.sqs.create_node_queue(self.settings, NODE)
-        self.stores.nodes.register(
-            NodeInfo(NODE, NodeStatus.IDLE, heartbeat_at=self.clock.now(), queue_url=url)
-        )
+    def node(self, node_id: str = NODE, *, register: bool = True) -> str:
+        url = self.sqs.create_node_queue(self.settings, node_id)
+        if register:
+            self.stores.nodes.register(
+                NodeInfo(node_id, NodeStatus.IDLE, heartbeat_at=self.clock.now(), queue_url=url)
+            )
         return url
 
     def admit_to(self, route: str, url: str) -> Job:
@@ -111,17 +112,17 @@ class Rig:
         self.sqs.send(url, message)
         return job
 
-    def run_here(self, url: str) -> Job:
+    def run_here(self, url: str, node_id: str = NODE) -> Job:
         """An agent takes its node queue's next job and runs it (its message in flight)."""
         received = self.sqs.receive(url, wait_seconds=0, visibility_seconds=600)
         assert received is not None
-        claim = self.drain.dispatcher.claim(received.message, NODE)
+        claim = self.drain.dispatcher.claim(received.message, node_id)
         assert claim.job is not None and claim.job.state is JobState.RUNNING
         return claim.job
 
-    def queue_exists(self) -> bool:
+    def queue_exists(self, node_id: str = NODE) -> bool:
         try:
-            self.sqs.sqs.get_queue_url(QueueName=node_queue_name(self.settings, NODE))
+            self.sqs.sqs.get_queue_url(QueueName=node_queue_name(self.settings, node_id))
         except ClientError:
             return False
         return True
@@ -235,6 +236,41 @@ def test_the_wait_ends_in_time_for_the_function_to_finish(rig: Rig) -> None:
 
     assert outcome.still_running == [running.job_id] and sum(rig.slept) == 15.0
     assert outcome.completed
+
+
+def test_every_gpu_node_of_the_instance_is_drained_together(rig: Rig) -> None:
+    gpu0, gpu1, gpu2 = (f"{NODE}-gpu{index}" for index in range(3))
+    url0, url1 = rig.node(gpu0), rig.node(gpu1)
+    rig.node(gpu2, register=False)  # its agent died before it registered: a queue only
+    rig.admit_to(gpu0, url0)
+    running = rig.run_here(url0, gpu0)
+    waiting = rig.admit_to(gpu1, url1)
+    other = rig.node("i-0aaaaaaaaaaaaaaaa-gpu0")  # another instance's node stays
+    statuses: list[tuple[NodeStatus, NodeStatus]] = []
+
+    def agent_finishes() -> None:
+        nodes = rig.stores.nodes
+        statuses.append((nodes.get(gpu0).status, nodes.get(gpu1).status))
+        if len(rig.slept) == 2:
+            rig.drain.dispatcher.finish(running, gpu0, JobState.COMPLETED, rig.limits.share)
+
+    rig.on_sleep = agent_finishes
+
+    outcome = rig.drain.drain(ACTION, lambda: 900.0)
+
+    assert outcome.nodes == [gpu0, gpu1, gpu2] and outcome.registered
+    assert outcome.waited_for == [running.job_id] and outcome.still_running == []
+    assert statuses[0] == (NodeStatus.DRAINING, NodeStatus.DRAINING)
+    assert outcome.messages_moved == 1 and outcome.completed
+    assert rig.stores.jobs.get(waiting.job_id).route == SHARED_ROUTE
+    received = rig.sqs.receive(rig.shared, wait_seconds=0, visibility_seconds=30)
+    assert received is not None and received.message.job_id == waiting.job_id
+    for node_id in (gpu0, gpu1, gpu2):
+        assert not rig.queue_exists(node_id)
+        with pytest.raises(NodeNotFound):
+            rig.stores.nodes.get(node_id)
+    assert rig.stores.nodes.get("i-0aaaaaaaaaaaaaaaa-gpu0").queue_url == other
+    assert len(rig.autoscaling.named("complete")) == 1
 
 
 def test_the_lifecycle_function_drains_the_instance_of_the_event(aws: Provisioned) -> None:

@@ -1,17 +1,157 @@
 #!/bin/bash
-# comfyfleet GPU node bootstrap: ComfyUI and the comfyfleet agent as systemd services.
-# Rendered by cdk/comfyfleet_cdk/fleet.py, which fills in the double-at-sign placeholders.
+# comfyfleet GPU node bootstrap: ComfyUI and the comfyfleet agent as systemd services, one of
+# each per GPU. Rendered by cdk/comfyfleet_cdk/bootstrap.py, which fills in the double-at-sign
+# placeholders.
 set -euxo pipefail
+
+CACHE_DIR=@@CACHE_DIR@@
+COMFY_ROOT=@@COMFY_ROOT@@
+COMFY_PORT=@@COMFY_PORT@@
+HOME_DIR=/opt/comfyfleet
+STATE_DIR=/var/lib/comfyfleet
+CONFIG_DIR=/etc/comfyfleet
+ENVIRONMENT_FILE=$HOME_DIR/source/@@ENVIRONMENT_FILE@@
+COMFYUI_GIT=https://github.com/comfyanonymous/ComfyUI
+
+# ---- functions (tests/infra source the script down to the "main" line) ----
+
+# GPUs on this instance: one ComfyUI and one agent each. Only "GPU n:" lines count (MIG
+# slices are listed under their GPU); no NVIDIA tools, or no answer from them: one.
+gpu_count() {
+  local count
+  count=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU [0-9]' || true)
+  if [ "${count:-0}" -ge 1 ] 2>/dev/null; then echo "$count"; else echo 1; fi
+}
+
+# GPU i's ComfyUI flags: its port, and its own output, temp and user folders (ComfyUI empties
+# its temp folder at start, and two of them on one settings database race at its migrations).
+# Models and input stay shared: every agent links the one cache into $COMFY_ROOT/models and
+# $COMFY_ROOT/input. A release that lacks --user-directory or --database-url gets neither.
+comfy_args() {
+  local index=$1 dir=$STATE_DIR/gpu$1 cli=$COMFY_ROOT/comfy/cli_args.py
+  printf -- '--listen 127.0.0.1 --port %s --disable-auto-launch' "$((COMFY_PORT + index))"
+  printf -- ' --output-directory %s --temp-directory %s' "$dir/output" "$dir"
+  if grep -q -- '"--user-directory"' "$cli" 2>/dev/null; then
+    printf -- ' --user-directory %s' "$dir/user"
+  fi
+  if grep -q -- '"--database-url"' "$cli" 2>/dev/null; then
+    printf -- ' --database-url sqlite:///%s' "$dir/user/comfyui.db"
+  fi
+}
+
+# GPU i's variables ($CONFIG_DIR/gpu<i>.env), read by its ComfyUI and, after agent.env, by its
+# agent. With one GPU there is no index, so the node id stays the instance id.
+gpu_env() {
+  local index=$1 count=$2 gpu_index=""
+  if [ "$count" -gt 1 ]; then gpu_index=$index; fi
+  echo "CUDA_VISIBLE_DEVICES=$index"
+  echo "COMFYFLEET_GPU_INDEX=$gpu_index"
+  echo "COMFYFLEET_COMFY_URL=http://127.0.0.1:$((COMFY_PORT + index))"
+  echo "COMFYFLEET_COMFY_OUTPUT_DIR=$STATE_DIR/gpu$index/output"
+  echo "COMFY_ARGS=$(comfy_args "$index")"
+}
+
+# The units of N GPUs, each GPU's ComfyUI before its agent.
+gpu_units() {
+  local index
+  for index in $(seq 0 $(($1 - 1))); do
+    echo "comfyui@$index.service comfyfleet-agent@$index.service"
+  done
+}
+
+# One ComfyUI and one agent per GPU: template units, instance i serving GPU i.
+write_units() {
+  cat > "$1/comfyui@.service" <<UNIT
+[Unit]
+Description=ComfyUI on GPU %i
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+User=comfyfleet
+EnvironmentFile=$CONFIG_DIR/gpu%i.env
+WorkingDirectory=$COMFY_ROOT
+ExecStart=$COMFY_ROOT/.venv/bin/python main.py \$COMFY_ARGS
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  cat > "$1/comfyfleet-agent@.service" <<UNIT
+[Unit]
+Description=comfyfleet GPU agent for GPU %i
+After=comfyui@%i.service network-online.target
+Wants=comfyui@%i.service
+
+[Service]
+User=comfyfleet
+# The deployment's settings, then this GPU's (a later file wins).
+EnvironmentFile=$CONFIG_DIR/agent.env
+EnvironmentFile=$CONFIG_DIR/gpu%i.env
+ExecStart=$HOME_DIR/venv/bin/comfyfleet agent
+# The first SIGTERM drains: the running job gets the grace period to finish. When the
+# instance stops, every GPU's agent gets it at once.
+KillSignal=SIGTERM
+TimeoutStopSec=@@STOP_TIMEOUT@@
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+}
+
+# ComfyUI at a tag (a shallow clone of it) or at a full commit (fetched by its hash).
+clone_comfyui() {
+  local root=$1 version=$2
+  if [[ $version =~ ^[0-9a-f]{40}$ ]]; then
+    git init -q "$root"
+    git -C "$root" remote add origin "$COMFYUI_GIT"
+    git -C "$root" fetch -q --depth 1 origin "$version"
+    git -C "$root" -c advice.detachedHead=false checkout -q FETCH_HEAD
+  else
+    git clone -q --depth 1 --branch "$version" "$COMFYUI_GIT" "$root"
+  fi
+}
+
+# Node setup and the prefetch run as the agents do: their user, their settings file.
+as_agent() {
+  systemd-run --quiet --wait --pipe --collect --uid=comfyfleet --gid=comfyfleet \
+    --working-directory="$HOME_DIR" --property=EnvironmentFile="$CONFIG_DIR/agent.env" "$@"
+}
+
+# The lock node setup wrote must name the environment this launch template was synthesised
+# for: a node whose checkout is something else must not take jobs under that name.
+check_lock() {
+  local lock=$COMFY_ROOT/comfyfleet-environment.lock.json locked
+  locked=$("$HOME_DIR/venv/bin/python" -c \
+    'import json, sys; print(json.load(open(sys.argv[1]))["environment_id"])' "$lock")
+  if [ "$locked" != "$1" ]; then
+    echo "comfyfleet: $lock names environment $locked, the stack expects $1" >&2
+    return 1
+  fi
+}
+
+# Three tries: a network blip at boot (git, pip) must not cost the node.
+retry() {
+  local attempt
+  for attempt in 1 2 3; do
+    if "$@"; then return 0; fi
+    echo "comfyfleet: try $attempt of 3 failed: $*" >&2
+    if [ "$attempt" -lt 3 ]; then sleep $((attempt * 10)); fi
+  done
+  return 1
+}
+
+# ---- main ----
 exec > >(tee -a /var/log/comfyfleet-bootstrap.log) 2>&1
+trap 'echo "comfyfleet: bootstrap failed at line $LINENO; no agent starts"' ERR
 export DEBIAN_FRONTEND=noninteractive
 
 apt-get update -y
 apt-get install -y --no-install-recommends git curl ca-certificates unzip
-
-CACHE_DIR=@@CACHE_DIR@@
-COMFY_ROOT=@@COMFY_ROOT@@
-HOME_DIR=/opt/comfyfleet
-mkdir -p "$CACHE_DIR" "$HOME_DIR" /etc/comfyfleet
+mkdir -p "$CACHE_DIR" "$HOME_DIR" "$STATE_DIR" "$CONFIG_DIR"
 
 # The model cache lives on the instance store when the type has one (fast, and free).
 STORE=$(lsblk -dpno NAME,MODEL | awk '/Instance Storage/ {print $1; exit}')
@@ -26,16 +166,17 @@ id comfyfleet >/dev/null 2>&1 || useradd --system --home-dir "$HOME_DIR" --shell
 curl -LsSf https://astral.sh/uv/@@UV_VERSION@@/install.sh | env UV_INSTALL_DIR=/usr/local/bin UV_NO_MODIFY_PATH=1 sh
 export UV_PYTHON_INSTALL_DIR=/opt/uv-python
 
-# ComfyUI, pinned, with CUDA wheels of PyTorch.
+# ComfyUI, pinned, with CUDA wheels of PyTorch. --seed: node setup installs the custom
+# nodes' requirements with this venv's own pip.
 if [ ! -d "$COMFY_ROOT/.git" ]; then
-  git clone --depth 1 --branch @@COMFYUI_VERSION@@ https://github.com/comfyanonymous/ComfyUI "$COMFY_ROOT"
+  clone_comfyui "$COMFY_ROOT" @@COMFYUI_VERSION@@
 fi
-uv venv --python 3.12 "$COMFY_ROOT/.venv"
+uv venv --seed --python 3.12 "$COMFY_ROOT/.venv"
 uv pip install --python "$COMFY_ROOT/.venv/bin/python" torch torchvision torchaudio \
   --index-url @@TORCH_INDEX@@
 uv pip install --python "$COMFY_ROOT/.venv/bin/python" -r "$COMFY_ROOT/requirements.txt"
 
-# The agent: this deployment's comfyfleet source, from the stack's asset.
+# The agent: this deployment's comfyfleet source, and its environment file, from the asset.
 uv venv --python 3.12 "$HOME_DIR/venv"
 uv pip install --python "$HOME_DIR/venv/bin/python" boto3
 "$HOME_DIR/venv/bin/python" - <<'PY'
@@ -49,52 +190,34 @@ unzip -q "$HOME_DIR/source.zip" -d "$HOME_DIR/source"
 uv pip install --python "$HOME_DIR/venv/bin/python" "$HOME_DIR/source[agent]"
 
 # Settings: the cache budget follows the disk it is on, unless the stack set one (later
-# lines of an EnvironmentFile win).
+# lines of an EnvironmentFile win). One budget for all the agents sharing the cache.
 AVAILABLE=$(df --output=avail -B1 "$CACHE_DIR" | tail -1)
-echo "COMFYFLEET_CACHE_BUDGET_BYTES=$((AVAILABLE * @@CACHE_SHARE_PERCENT@@ / 100))" > /etc/comfyfleet/agent.env
-cat >> /etc/comfyfleet/agent.env <<'ENV'
+echo "COMFYFLEET_CACHE_BUDGET_BYTES=$((AVAILABLE * @@CACHE_SHARE_PERCENT@@ / 100))" > "$CONFIG_DIR/agent.env"
+cat >> "$CONFIG_DIR/agent.env" <<'ENV'
 @@AGENT_ENVIRONMENT@@
 ENV
-chmod 0640 /etc/comfyfleet/agent.env
-chown -R comfyfleet:comfyfleet "$CACHE_DIR" "$COMFY_ROOT" "$HOME_DIR"
-chgrp comfyfleet /etc/comfyfleet/agent.env
+chmod 0640 "$CONFIG_DIR/agent.env"
+chown -R comfyfleet:comfyfleet "$CACHE_DIR" "$COMFY_ROOT" "$HOME_DIR" "$STATE_DIR"
+chgrp comfyfleet "$CONFIG_DIR/agent.env"
 
-cat > /etc/systemd/system/comfyui.service <<UNIT
-[Unit]
-Description=ComfyUI
-After=network-online.target
-Wants=network-online.target
+# The custom nodes, pinned, and the lock with the environment id the agents report.
+retry as_agent "$HOME_DIR/venv/bin/comfyfleet" node setup --environment "$ENVIRONMENT_FILE" \
+  --comfy-root "$COMFY_ROOT" --python "$COMFY_ROOT/.venv/bin/python" \
+  --comfyui-version @@COMFYUI_DEFAULT_VERSION@@
+check_lock @@ENVIRONMENT_ID@@
 
-[Service]
-User=comfyfleet
-WorkingDirectory=$COMFY_ROOT
-ExecStart=$COMFY_ROOT/.venv/bin/python main.py --listen 127.0.0.1 --port @@COMFY_PORT@@
-Restart=always
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-
-cat > /etc/systemd/system/comfyfleet-agent.service <<UNIT
-[Unit]
-Description=comfyfleet GPU agent
-After=comfyui.service network-online.target
-Wants=comfyui.service
-
-[Service]
-User=comfyfleet
-EnvironmentFile=/etc/comfyfleet/agent.env
-ExecStart=$HOME_DIR/venv/bin/comfyfleet agent
-# The first SIGTERM drains: the running job gets the grace period to finish.
-KillSignal=SIGTERM
-TimeoutStopSec=@@STOP_TIMEOUT@@
-Restart=always
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-
+GPUS=$(gpu_count)
+for index in $(seq 0 $((GPUS - 1))); do
+  mkdir -p "$STATE_DIR/gpu$index/output" "$STATE_DIR/gpu$index/user"
+  gpu_env "$index" "$GPUS" > "$CONFIG_DIR/gpu$index.env"
+done
+chown -R comfyfleet:comfyfleet "$STATE_DIR"
+write_units /etc/systemd/system
 systemctl daemon-reload
-systemctl enable --now comfyui.service comfyfleet-agent.service
+# shellcheck disable=SC2046 # one unit name per word
+systemctl enable --now $(gpu_units "$GPUS")
+
+# The environment's [[models]] into the shared cache (the mirror first, the origin on a miss,
+# written through) while ComfyUI starts. Not fatal: the agents fetch a model when a job needs it.
+as_agent "$HOME_DIR/venv/bin/python" -m gpu_agent.prefetch --environment "$ENVIRONMENT_FILE" \
+  || echo "comfyfleet: model prefetch failed; the agents fetch models on demand"

@@ -1,16 +1,18 @@
 """A GPU instance leaving the fleet: the Auto Scaling termination lifecycle hook.
 
 Auto Scaling holds a terminating instance (``Terminating:Wait``) and EventBridge delivers
-"EC2 Instance-terminate Lifecycle Action". The node id of an EC2 node is its instance id.
+"EC2 Instance-terminate Lifecycle Action". The node id of a one-GPU instance's agent is the
+instance id; an instance with N GPUs runs N agents, nodes ``<instance id>-gpu<i>``
+(gpu_agent.identity.per_gpu), and every one of them is drained, together.
 The drain, each step safe to repeat (EventBridge may deliver the event twice):
 
-1. the node → ``draining`` in the registry, so routing sends it nothing more (set again at
-   every check: the agent's heartbeat reports its own status);
-2. its node queue's waiting messages → the shared queue;
-3. wait for the jobs running on it to end, up to ``drain_grace_seconds`` and the
+1. the instance's nodes → ``draining`` in the registry, so routing sends them nothing more
+   (set again at every check: an agent's heartbeat reports its own status);
+2. their node queues' waiting messages → the shared queue;
+3. wait for the jobs running on them to end, up to ``drain_grace_seconds`` and the
    function's remaining time, recording lifecycle heartbeats so the hook does not time out;
-4. move what reached its queue meanwhile (a job it released) to the shared queue, delete the
-   queue, remove the node from the registry;
+4. move what reached their queues meanwhile (a job released) to the shared queue, delete the
+   queues, remove the nodes from the registry;
 5. complete the lifecycle action with CONTINUE.
 
 A job still running when the instance goes has its lease run out; the reaper queues it again
@@ -20,6 +22,7 @@ A job still running when the instance goes has its lease run out; the reaper que
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +30,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from comfyfleet.domain import JobState, NodeStatus
+from comfyfleet.domain import JobState, NodeInfo, NodeStatus
 from comfyfleet.errors import ComfyFleetError, NotFound, StorageError
 from comfyfleet.resources import node_queue_name
 from comfyfleet.scheduling import Dispatcher
@@ -42,6 +45,18 @@ CONTINUE = "CONTINUE"
 RESERVE_SECONDS = 30.0
 POLL_SECONDS = 5.0
 HEARTBEAT_EVERY_SECONDS = 60.0
+# A GPU's agent on a multi-GPU instance: "<instance id>-gpu<i>" (gpu_agent.identity.per_gpu).
+_GPU_SUFFIX = re.compile(r"-gpu(\d+)")
+# Far above any instance type's GPU count; bounds the look for queues of unregistered agents.
+MAX_GPUS = 64
+
+
+def gpu_index_on(node_id: str, instance_id: str) -> int | None:
+    """The GPU index of ``node_id`` if it is a per-GPU agent of ``instance_id``, else None."""
+    if not node_id.startswith(instance_id):
+        return None
+    found = _GPU_SUFFIX.fullmatch(node_id[len(instance_id) :])
+    return int(found.group(1)) if found else None
 
 
 class InvalidLifecycleEvent(ValueError):
@@ -165,12 +180,22 @@ class NodeQueues(Protocol):
     def delete(self, queue_url: str) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _InstanceNode:
+    """A node of the terminating instance: its record (None: never registered, or gone)."""
+
+    node_id: str
+    node: NodeInfo | None
+    queue_url: str | None
+
+
 @dataclass
 class DrainOutcome:
     """What one drain did, for the function's result."""
 
-    node_id: str
-    registered: bool
+    node_id: str  # the instance's id
+    registered: bool  # any of its nodes was
+    nodes: list[str] = field(default_factory=list)  # the node ids drained
     waited_for: list[str] = field(default_factory=list)
     still_running: list[str] = field(default_factory=list)
     waited_seconds: float = 0.0
@@ -182,6 +207,7 @@ class DrainOutcome:
         return {
             "node_id": self.node_id,
             "registered": self.registered,
+            "nodes": list(self.nodes),
             "waited_for": list(self.waited_for),
             "still_running": list(self.still_running),
             "waited_seconds": round(self.waited_seconds, 1),
@@ -213,30 +239,61 @@ class TerminationDrain:
         self.poll_seconds = poll_seconds
 
     def drain(self, action: LifecycleAction, remaining: Callable[[], float]) -> DrainOutcome:
-        """Drain the action's node; ``remaining``: seconds the function has left."""
-        node_id = action.instance_id
-        try:
-            node = self.stores.nodes.get(node_id)
-        except NotFound:
-            node = None
-        outcome = DrainOutcome(node_id, registered=node is not None)
-        queue_url = node.queue_url if node is not None and node.queue_url else None
-        queue_url = queue_url or self.node_queues.find(node_id)
-        if node is not None:
-            self._mark_draining(node_id)
-        outcome.messages_moved += self._move_queue(node_id, queue_url)
-        outcome.waited_for = self._running_on(node_id, node.current_job if node else None)
-        if outcome.waited_for:
+        """Drain every node of the action's instance; ``remaining``: seconds the function has
+        left."""
+        nodes = self._instance_nodes(action.instance_id)
+        outcome = DrainOutcome(
+            action.instance_id,
+            registered=any(found.node is not None for found in nodes),
+            nodes=[found.node_id for found in nodes],
+        )
+        for found in nodes:
+            if found.node is not None:
+                self._mark_draining(found.node_id)
+            outcome.messages_moved += self._move_queue(found.node_id, found.queue_url)
+        running = self._running_on(action.instance_id, nodes)
+        outcome.waited_for = sorted(running)
+        if running:
             started = self.clock.now()
-            outcome.still_running = self._wait(action, outcome.waited_for, remaining)
+            outcome.still_running = self._wait(action, running, outcome.nodes, remaining)
             outcome.waited_seconds = self.clock.now() - started
-        outcome.messages_moved += self._move_queue(node_id, queue_url)
-        if queue_url is not None:
-            outcome.queue_deleted = self.node_queues.delete(queue_url)
-        self.stores.nodes.remove(node_id)
+        for found in nodes:
+            outcome.messages_moved += self._move_queue(found.node_id, found.queue_url)
+            if found.queue_url is not None and self.node_queues.delete(found.queue_url):
+                outcome.queue_deleted = True
+            self.stores.nodes.remove(found.node_id)
         outcome.completed = self.actions.complete(action, CONTINUE)
         logger.info("node drained for termination", extra=outcome.summary())
         return outcome
+
+    def _instance_nodes(self, instance_id: str) -> list[_InstanceNode]:
+        """The instance id's node, then each GPU's: registered, or with a queue only (an
+        agent that died before registering). GPU indexes start at 0 and rarely have gaps;
+        the look goes on past the highest registered one until a GPU has neither."""
+        registered = {
+            node.node_id: node
+            for node in self.stores.nodes.snapshot()[0]
+            if node.node_id == instance_id or gpu_index_on(node.node_id, instance_id) is not None
+        }
+        highest = max(
+            (gpu_index_on(node_id, instance_id) or 0 for node_id in registered), default=0
+        )
+        nodes = [self._instance_node(instance_id, registered.get(instance_id))]
+        if nodes[0].node is None and nodes[0].queue_url is None:
+            nodes = []  # a multi-GPU instance (or one already drained)
+        for index in range(MAX_GPUS):
+            node_id = f"{instance_id}-gpu{index}"
+            found = self._instance_node(node_id, registered.get(node_id))
+            if found.node is None and found.queue_url is None:
+                if index >= highest:
+                    break
+                continue
+            nodes.append(found)
+        return nodes
+
+    def _instance_node(self, node_id: str, node: NodeInfo | None) -> _InstanceNode:
+        queue_url = node.queue_url if node is not None and node.queue_url else None
+        return _InstanceNode(node_id, node, queue_url or self.node_queues.find(node_id))
 
     def _mark_draining(self, node_id: str) -> None:
         try:
@@ -254,15 +311,20 @@ class TerminationDrain:
             logger.warning("could not move the node queue", exc_info=True)
             return 0
 
-    def _running_on(self, node_id: str, current: str | None) -> list[str]:
+    def _running_on(self, instance_id: str, nodes: list[_InstanceNode]) -> dict[str, str]:
+        """The jobs running on the instance (on any of its nodes, registered or not): job
+        id -> node id."""
         running = {
-            job.job_id
+            job.job_id: job.node_id
             for job in self.stores.jobs.live_jobs()
-            if job.state is JobState.RUNNING and job.node_id == node_id
+            if job.state is JobState.RUNNING
+            and job.node_id is not None
+            and (job.node_id == instance_id or gpu_index_on(job.node_id, instance_id) is not None)
         }
-        if current is not None:
-            running.add(current)
-        return sorted(job_id for job_id in running if self._runs_here(job_id, node_id))
+        for found in nodes:
+            if found.node is not None and found.node.current_job is not None:
+                running.setdefault(found.node.current_job, found.node_id)
+        return {job_id: node for job_id, node in running.items() if self._runs_here(job_id, node)}
 
     def _runs_here(self, job_id: str, node_id: str) -> bool:
         try:
@@ -272,21 +334,26 @@ class TerminationDrain:
         return job.state is JobState.RUNNING and job.node_id == node_id
 
     def _wait(
-        self, action: LifecycleAction, jobs: list[str], remaining: Callable[[], float]
+        self,
+        action: LifecycleAction,
+        jobs: dict[str, str],
+        node_ids: list[str],
+        remaining: Callable[[], float],
     ) -> list[str]:
-        """Wait for ``jobs`` to end here; returns those still running when time ran out."""
-        node_id = action.instance_id
+        """Wait for ``jobs`` (job id -> node id) to end there; returns those still running
+        when time ran out."""
         deadline = self.clock.now() + self.settings.drain_grace_seconds
         last_heartbeat = self.clock.now()
-        running = list(jobs)
+        running = dict(jobs)
 
         def left() -> float:
             return min(deadline - self.clock.now(), remaining() - RESERVE_SECONDS)
 
         while running and left() > 0:
             self.sleep(min(self.poll_seconds, left()))
-            self._mark_draining(node_id)
-            running = [job_id for job_id in running if self._runs_here(job_id, node_id)]
+            for node_id in node_ids:
+                self._mark_draining(node_id)
+            running = {job: node for job, node in running.items() if self._runs_here(job, node)}
             due = self.clock.now() - last_heartbeat >= HEARTBEAT_EVERY_SECONDS
             if running and due and left() > 0:
                 try:
@@ -294,4 +361,4 @@ class TerminationDrain:
                 except ComfyFleetError:
                     logger.warning("lifecycle heartbeat failed", exc_info=True)
                 last_heartbeat = self.clock.now()
-        return running
+        return sorted(running)
