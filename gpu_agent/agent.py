@@ -9,6 +9,7 @@ nothing until it answers again.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,6 +20,8 @@ from comfyfleet.catalogue import NodeCatalogue
 from comfyfleet.catalogues import workflow_classes
 from comfyfleet.clock import Clock
 from comfyfleet.domain import CORE_ENVIRONMENT, Job, NodeInfo, NodeStatus
+from comfyfleet.environment import read_lock
+from comfyfleet.environment.loaded import unloaded_custom_nodes
 from comfyfleet.errors import ComfyFleetError
 from comfyfleet.handback import hand_back
 from comfyfleet.queues import JobQueues, Received
@@ -98,7 +101,9 @@ class Agent:
         stats = self.comfy.wait_ready(
             self.settings.comfy_start_timeout_seconds, stop=self.stop.draining
         )
-        self._publish_catalogue(self.comfy.object_info())
+        object_info = self.comfy.object_info()
+        self._warn_unloaded(object_info)
+        self._publish_catalogue(object_info)
         devices = stats.get("devices") or [{}]
         report = self.cache.report()
         self.registry.register(
@@ -120,6 +125,20 @@ class Agent:
         logger.info(
             "agent started", extra={"node_id": self.node_id, "environment": self.environment_id}
         )
+
+    def _warn_unloaded(self, object_info: bytes) -> None:
+        """Say which of the lock's custom nodes ComfyUI did not load (an import error in its
+        log, or a server started before node setup): jobs needing them are handed back."""
+        lock = read_lock(self.settings.comfy_root)
+        if lock is None or not lock.custom_nodes:
+            return
+        missing = unloaded_custom_nodes(lock, json.loads(object_info))
+        if missing:
+            logger.error(
+                "custom nodes of the lock have no class in ComfyUI: see ComfyUI's log for an "
+                "import error, or restart it if it started before node setup",
+                extra={"environment": self.environment_id, "custom_nodes": missing},
+            )
 
     def _publish_catalogue(self, object_info: bytes) -> None:
         """Publish ComfyUI's classes as its environment's catalogue, before registering (the

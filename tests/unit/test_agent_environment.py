@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -48,3 +49,32 @@ def test_a_damaged_lock_is_never_taken_for_an_environment(tmp_path: Path) -> Non
 
     with pytest.raises(InvalidLock):
         environment_id(tmp_path)
+
+
+def test_custom_nodes_comfyui_did_not_load_are_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from comfyfleet.environment.lock import LockedNode
+    from gpu_agent.agent import Agent
+    from gpu_agent.settings import AgentSettings
+
+    nodes = tuple(
+        LockedNode(name, f"https://example.com/{name}", "0" * 40) for name in ("Loaded", "Broken")
+    )
+    write_lock(tmp_path, dataclasses.replace(lock("0123456789ab"), custom_nodes=nodes))
+    agent = object.__new__(Agent)  # only what the check reads
+    agent.settings = AgentSettings(comfy_root=tmp_path)
+    agent.environment_id = "0123456789ab"
+    served = {
+        "SaveImage": {"python_module": "nodes"},
+        "LoadedThing": {"python_module": "custom_nodes.Loaded"},
+    }
+
+    with caplog.at_level("ERROR", logger="gpu_agent.agent"):
+        agent._warn_unloaded(json.dumps(served).encode())
+        served["BrokenThing"] = {"python_module": "custom_nodes.Broken"}
+        agent._warn_unloaded(json.dumps(served).encode())
+
+    (record,) = caplog.records
+    assert record.custom_nodes == ["Broken"]  # type: ignore[attr-defined]
+    assert "restart it if it started before node setup" in record.getMessage()

@@ -30,6 +30,11 @@ def add_dev_command(commands: Any) -> None:
         "--state-dir", default=".comfyfleet", metavar="DIR", help="dev.json, logs, caches"
     )
     dev.add_argument(
+        "--environment",
+        metavar="FILE",
+        help="run `comfyfleet node setup` with this file on each --comfy folder first",
+    )
+    dev.add_argument(
         "--shared-cache",
         action="store_true",
         help="one model cache for all the agents, as on a multi-GPU instance",
@@ -65,6 +70,10 @@ def _options(args: argparse.Namespace) -> Any:
         raise CliError("--agents must be at least 1")
     if not 0 <= args.port <= 65535:
         raise CliError("--port must be 0..65535")
+    if args.environment and not targets:
+        raise CliError(
+            "--environment needs --comfy URL@COMFY_ROOT: fakecomfy loads no custom nodes"
+        )
     return DevOptions(
         port=args.port,
         agents=agents,
@@ -87,6 +96,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from comfyfleet.dev.stack import DevStack, StackError, banner
 
     options = _options(args)
+    if args.environment:
+        from comfyfleet.dev.environment import prepare_comfy_roots
+
+        code = prepare_comfy_roots(
+            args.environment, options.comfy, allow_local_urls=args.allow_local_urls
+        )
+        if code != 0:
+            return int(code)
     logs = options.state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     _configure_logging(logs / "stack.log", options.verbose)

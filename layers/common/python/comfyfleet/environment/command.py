@@ -18,7 +18,7 @@ from typing import Any
 from comfyfleet.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 from comfyfleet.environment.parse import load_environment
 from comfyfleet.environment.progress import terminal_progress
-from comfyfleet.environment.spec import EnvironmentProblems
+from comfyfleet.environment.spec import Environment, EnvironmentProblems
 from comfyfleet.environment.steps import SetupFailed, SetupOptions
 from comfyfleet.environment.sync import setup_environment
 
@@ -68,33 +68,42 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
-def _options(args: argparse.Namespace) -> SetupOptions:
-    """The flags as options, after checking the folder, the interpreter and git exist."""
-    root = Path(os.path.abspath(args.comfy_root))
+def setup_options(
+    comfy_root: str | Path,
+    python: str | Path | None = None,
+    *,
+    pip_args: tuple[str, ...] = (),
+    force: bool = False,
+) -> SetupOptions:
+    """Options for one ComfyUI folder, after checking it, its interpreter and git exist
+    (CliError naming the missing one)."""
+    root = Path(os.path.abspath(comfy_root))
     if not root.is_dir():
-        raise CliError(f"--comfy-root {args.comfy_root} is not a folder")
-    python = Path(os.path.abspath(args.python or root / ".venv" / "bin" / "python"))
-    if not python.is_file() or not os.access(python, os.X_OK):
-        hint = "" if args.python else " (pass --python: ComfyUI's interpreter)"
-        raise CliError(f"no Python interpreter at {python}{hint}")
+        raise CliError(f"--comfy-root {comfy_root} is not a folder")
+    interpreter = Path(os.path.abspath(python or root / ".venv" / "bin" / "python"))
+    if not interpreter.is_file() or not os.access(interpreter, os.X_OK):
+        hint = "" if python else " (pass --python: ComfyUI's interpreter)"
+        raise CliError(f"no Python interpreter at {interpreter}{hint}")
     if shutil.which("git") is None:
         raise CliError("git is not installed: node setup checks custom nodes out with git")
-    return SetupOptions(
-        comfy_root=root, python=python, pip_args=tuple(args.pip_arg), force=args.force
-    )
+    return SetupOptions(comfy_root=root, python=interpreter, pip_args=pip_args, force=force)
 
 
-def cmd_node_setup(args: argparse.Namespace) -> int:
+def read_environment(
+    path: str, *, allow_local_urls: bool, default_comfyui_version: str | None = None
+) -> Environment | None:
+    """The file, validated; None after printing every problem to stderr."""
     try:
-        env = load_environment(
-            args.environment,
-            allow_local_urls=args.allow_local_urls,
-            default_comfyui_version=args.comfyui_version,
+        return load_environment(
+            path, allow_local_urls=allow_local_urls, default_comfyui_version=default_comfyui_version
         )
     except EnvironmentProblems as exc:
-        _print_problems(args.environment, exc.problems)
-        return EXIT_USAGE
-    options = _options(args)
+        _print_problems(path, exc.problems)
+        return None
+
+
+def apply_environment(env: Environment, options: SetupOptions) -> int:
+    """Node setup with progress on stdout, its outcome printed; an exit code."""
     progress = terminal_progress(sys.stdout)
     try:
         result = setup_environment(env, options, progress)
@@ -110,6 +119,20 @@ def cmd_node_setup(args: argparse.Namespace) -> int:
     else:
         print(f"environment {env.environment_id} already in place in {where}: nothing changed")
     return EXIT_OK
+
+
+def cmd_node_setup(args: argparse.Namespace) -> int:
+    env = read_environment(
+        args.environment,
+        allow_local_urls=args.allow_local_urls,
+        default_comfyui_version=args.comfyui_version,
+    )
+    if env is None:
+        return EXIT_USAGE
+    options = setup_options(
+        args.comfy_root, args.python, pip_args=tuple(args.pip_arg), force=args.force
+    )
+    return apply_environment(env, options)
 
 
 def _print_problems(path: str, problems: list[str]) -> None:
