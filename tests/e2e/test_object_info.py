@@ -47,3 +47,16 @@ def test_a_class_the_fleet_lacks_is_refused_at_submit(stack: RunningStack) -> No
     assert refused.status_code == 400
     error = refused.json()["error"]
     assert error["code"] == "invalid_workflow" and error["details"][0]["node_id"] == "4"
+
+
+def test_the_sdk_reads_the_catalogue(stack: RunningStack) -> None:
+    from comfyfleet.client import Client, NotFound
+
+    with Client(stack.api_url, stack.user_key) as user:
+        everything = user.object_info()
+        one = user.object_info("SaveImage")
+        with pytest.raises(NotFound) as unknown:
+            user.object_info("No/Such Node")
+
+    assert everything["SaveImage"] == one["SaveImage"] and list(one) == ["SaveImage"]
+    assert unknown.value.code == "not_found"

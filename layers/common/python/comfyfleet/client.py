@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -256,6 +257,13 @@ class Client:
 
     def health(self) -> JSON:
         return self.request("GET", "/v1/health")
+
+    def object_info(self, class_type: str | None = None) -> JSON:
+        """The fleet's node classes in ComfyUI's ``/object_info`` shape (one class: a dict
+        of that class alone; NotFound if no node in service has it)."""
+        if class_type is None:
+            return self.request("GET", "/v1/object_info")
+        return self.request("GET", f"/v1/object_info/{quote(class_type, safe='')}")
 
     def download(self, url: str, path: Path) -> Path:
         """Fetch an output link (presigned or CDN: no API key is sent) to ``path``."""
