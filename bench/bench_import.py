@@ -6,7 +6,8 @@ Two figures per handler:
 
 - *import*: loading functions/<name>/app.py, what Lambda's init phase pays. The goal
   applies here: the entry points import only Powertools' Logger (and Metrics) and a light
-  helper; the application is built on the first request.
+  helper; the application is built on the first request (under SnapStart during init:
+  bench_snapstart measures that path).
 - *import + build*: the same plus that first build (settings, boto3 clients, Powertools'
   resolver and the routes' models, and Tracer with the X-Ray SDK as in Lambda), i.e. the
   whole cold start before the first request is served. Reported against the same baseline,

@@ -50,3 +50,18 @@ def reset_clients() -> None:
     with _lock:
         _clients.clear()
         _session = None
+
+
+def clients() -> list[Any]:
+    """Every client this process has made (SnapStart's hooks act on all of them)."""
+    with _lock:
+        return list(_clients.values())
+
+
+def close_connections() -> int:
+    """Close every client's pooled connections (a snapshot must not carry sockets: each
+    restored copy would share them); the next call opens new ones. Returns the clients."""
+    found = clients()
+    for made in found:
+        made._endpoint.http_session.close()
+    return len(found)

@@ -27,6 +27,14 @@ def ulid(now: float | None = None) -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
+def reset() -> None:
+    """Start the monotonic state afresh, as a new process would: a SnapStart copy must not
+    continue the snapshot's sequence (every copy would continue the same one)."""
+    global _last_ms, _last_random
+    with _lock:
+        _last_ms, _last_random = 0, 0
+
+
 def new_job_id(now: float | None = None) -> str:
     return ulid(now)
 

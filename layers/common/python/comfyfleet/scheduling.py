@@ -83,6 +83,10 @@ class CountersView:
             self._cache[account_id] = (now, counters)
         return counters
 
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
     def forget(self, account_id: str) -> None:
         """Drop what is known of the account (a change this process cannot count itself)."""
         with self._lock:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from comfyfleet.api.context import Caller
-from comfyfleet.apikeys import KEY_ID_LENGTH, looks_like_key
+from comfyfleet.apikeys import KEY_ID_LENGTH, KEY_PREFIX, looks_like_key
 from comfyfleet.errors import AccountNotFound
 from comfyfleet.settings import Settings
 from comfyfleet.store.ports import AccountStore, KeyStore
@@ -113,6 +113,24 @@ class KeyAuthorizer:
             },
             "context": caller.to_context(),
         }
+
+
+# A well-formed key no store holds: priming looks it up, offline, and is refused.
+_PRIMING_KEY = KEY_PREFIX + "priming" + "0" * 36
+
+
+def prime_authorizer(authorizer: KeyAuthorizer) -> None:
+    """Resolve a key once with every AWS call answered in the process (SnapStart's init):
+    the key lookup's hashing, serialising, signing and parsing are done before the snapshot."""
+    from comfyfleet import aws
+    from comfyfleet.offline import offline_aws, quiet_logs
+
+    event = {"headers": {"Authorization": f"Bearer {_PRIMING_KEY}"}, "methodArn": ""}
+    with offline_aws(aws.clients()), quiet_logs():
+        try:
+            authorizer.authorize(event)
+        except Unauthorized:
+            pass  # the key is unknown, as it should be
 
 
 def whole_api_arn(method_arn: str) -> str:

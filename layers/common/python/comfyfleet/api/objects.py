@@ -174,6 +174,12 @@ class CatalogueCache:
         self._known: dict[str, _Known] = {}
         self._fleet: tuple[tuple[tuple[str, int], ...], FleetCatalogue] | None = None
 
+    def clear(self) -> None:
+        """Forget every catalogue read: the next use reads them again."""
+        with self._lock:
+            self._known.clear()
+            self._fleet = None
+
     def get(self) -> NodeCatalogue | None:
         """The fleet-wide catalogue (the node that started last published it)."""
         with self._lock:
