@@ -73,7 +73,7 @@ def test_init_primes_offline_and_a_restored_copy_serves(
     functions = Functions.load(aws, dynamo)  # Lambda's init: build, prime, register
 
     ((statuses, calls),) = primed
-    assert statuses == [200, 202, 404, 200], "/doc, a submit, a read, a list"
+    assert statuses == [200, 202, 202, 404, 200], "/doc, two submits, a read, a list"
     assert {"dynamodb.TransactWriteItems", "sqs.SendMessage"} <= set(calls.calls)
     # (moto in-process sees the primed calls too: it listens on the same botocore event.
     # That nothing leaves the process is the next test's, with a real endpoint.)

@@ -75,8 +75,16 @@ def prime(api: HttpApi, clients: list[Any]) -> tuple[list[int], OfflineCalls]:
 def _requests() -> Iterator[dict[str, Any]]:
     yield priming_event("GET", DOC_PATH, caller=False)
     yield priming_event("POST", "/v1/jobs", {"prompt": _WORKFLOW, "metadata": {"primed": True}})
+    # A built-in template's graph: model references by URL, the URL rules, the loaders.
+    yield priming_event("POST", "/v1/jobs", {"prompt": _template_graph()})
     yield priming_event("GET", "/v1/jobs/01M8PRIMINGPRIMINGPRIMINGP")
     yield priming_event("GET", "/v1/jobs")
+
+
+def _template_graph() -> dict[str, Any]:
+    from comfyfleet.templates import render_template
+
+    return render_template("sdxl", {"prompt": "priming", "seed": 1}).graph
 
 
 def forget_cached(api: HttpApi) -> None:
