@@ -35,6 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError
 from s3transfer.subscribers import BaseSubscriber
 
+from comfyfleet.aws_calls import count_calls
 from comfyfleet.workflow.refs import ModelRef
 from comfyfleet.workflow.urls import normalise_url
 from gpu_agent.source_protocol import (
@@ -99,9 +100,11 @@ def mirror_client(
         read_timeout=60,
         tcp_keepalive=True,
     )
-    return (session or boto3.session.Session()).client(
+    made = (session or boto3.session.Session()).client(
         "s3", endpoint_url=endpoint_url, region_name=region_name, config=config
     )
+    count_calls(made)  # the dev stack's request counting; off elsewhere
+    return made
 
 
 class _KnownObject(BaseSubscriber):

@@ -29,6 +29,8 @@ class QueueProps:
     retention_period: Duration
     fifo: bool | None
     content_based_deduplication: bool | None
+    deduplication_scope: sqs.DeduplicationScope | None = None
+    fifo_throughput_limit: sqs.FifoThroughputLimit | None = None
 
 
 def queue_props(definition: resources.Queue) -> QueueProps:
@@ -41,7 +43,19 @@ def queue_props(definition: resources.Queue) -> QueueProps:
         content_based_deduplication=(
             attributes["ContentBasedDeduplication"] == "true" if fifo else None
         ),
+        deduplication_scope=_SCOPES.get(attributes.get("DeduplicationScope", "")),
+        fifo_throughput_limit=_LIMITS.get(attributes.get("FifoThroughputLimit", "")),
     )
+
+
+_SCOPES = {
+    "messageGroup": sqs.DeduplicationScope.MESSAGE_GROUP,
+    "queue": sqs.DeduplicationScope.QUEUE,
+}
+_LIMITS = {
+    "perMessageGroupId": sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
+    "perQueue": sqs.FifoThroughputLimit.PER_QUEUE,
+}
 
 
 class Queues(Construct):
@@ -116,5 +130,7 @@ class Queues(Construct):
                 retention_period=props.retention_period,
                 fifo=props.fifo,
                 content_based_deduplication=props.content_based_deduplication,
+                deduplication_scope=props.deduplication_scope,
+                fifo_throughput_limit=props.fifo_throughput_limit,
             )
         return queues

@@ -73,6 +73,9 @@ def test_shared_queue_is_fifo_without_content_dedup_and_redrives_to_its_dlq(
     shared = _queue(synthesised, resources.SHARED_QUEUE)
     assert shared["FifoQueue"] is True
     assert shared["ContentBasedDeduplication"] is False
+    # High-throughput FIFO: per-account limits, not 300 calls/s for the whole fleet.
+    assert shared["DeduplicationScope"] == "messageGroup"
+    assert shared["FifoThroughputLimit"] == "perMessageGroupId"
     assert shared["VisibilityTimeout"] == resources.QUEUE_VISIBILITY_SECONDS
     assert shared["RedrivePolicy"] == {
         "deadLetterTargetArn": {

@@ -13,6 +13,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from comfyfleet.aws_calls import count_calls
+
 _CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4},
     connect_timeout=3,
@@ -41,6 +43,7 @@ def client(service: str, *, endpoint_url: str | None = None, region: str | None 
                 found = _clients[key] = _session.client(
                     service, endpoint_url=endpoint_url, region_name=region, config=_CONFIG
                 )
+                count_calls(found)  # the dev stack's request counting; off elsewhere
     return found
 
 

@@ -181,6 +181,11 @@ def queue_attributes(queue: Queue, dlq_arn: str | None = None) -> dict[str, str]
         attributes["FifoQueue"] = "true"
         # Deduplication is by job id (MessageDeduplicationId), never by content.
         attributes["ContentBasedDeduplication"] = "false"
+        # High-throughput FIFO: the limits are per message group (an account), not 300
+        # calls a second per queue, which the agents' long polls of the shared queue alone
+        # pass beyond ~3,000 nodes (docs/capacity.md, quotas). A job's ids stay in its group.
+        attributes["DeduplicationScope"] = "messageGroup"
+        attributes["FifoThroughputLimit"] = "perMessageGroupId"
     if dlq_arn is not None:
         attributes["RedrivePolicy"] = json.dumps(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(queue.max_receives)}

@@ -45,7 +45,6 @@ def add_parser(commands: Any) -> None:
     )
     sim.add_argument(
         "--scenario",
-        required=True,
         choices=sorted(SCENARIOS),
         metavar="NAME",
         help=f"one of {', '.join(sorted(SCENARIOS))}",
@@ -72,6 +71,12 @@ def add_parser(commands: Any) -> None:
         metavar="USD",
         help="instance price per hour (default g5.xlarge, 1.006)",
     )
+    sim.add_argument(
+        "--costs",
+        action="store_true",
+        help="the platform's own AWS cost per 1,000 jobs beside the GPU cost (scenario "
+        "default: steady)",
+    )
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
     sim.set_defaults(handler=cmd_sim)
@@ -83,6 +88,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from comfyfleet.sim.workload import TraceError, read_trace
 
     settings = get_settings()
+    if args.scenario is None:
+        if not args.costs:
+            return _usage("--scenario is required (or --costs)")
+        args.scenario = "steady"
     chosen = scenario(args.scenario, nodes=args.nodes, jobs=args.jobs)
     trace = None
     if args.trace:
@@ -114,10 +123,21 @@ def cmd_sim(args: argparse.Namespace) -> int:
             return _usage(f"cannot write charts into {args.plot}: {exc}")
         for path in written:
             print(f"wrote {path}", file=sys.stderr)
+    if args.costs:
+        return _print_costs(report.to_json(), args.scenario, policies)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(_table(report.to_json(), report.details()))
+    return EXIT_OK
+
+
+def _print_costs(document: dict[str, Any], name: str, policies: list[str]) -> int:
+    from comfyfleet.sim import costs
+
+    policy = "cost" if "cost" in policies else policies[0]
+    gpu = document["policies"][policy]["cost_per_1000_images"]
+    print(costs.report(gpu, f"{gpu:.4f} USD per 1,000 images ({name}, {policy} routing)"))
     return EXIT_OK
 
 
