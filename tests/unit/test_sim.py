@@ -258,7 +258,6 @@ def test_plot_writes_the_two_charts(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["--scenario", "steady", "--jobs", "many"], "argument --jobs: 'many' is not a whole"),
         (["--scenario", "steady", "--seed", "x"], "argument --seed: invalid int value"),
         (["--scenario", "steady", "--price", "-1"], "argument --price: -1 must be a positive"),
-        (["--policy", "cost"], "--scenario is required (or --costs)"),
     ],
 )
 def test_bad_arguments_exit_2_with_the_reason(
