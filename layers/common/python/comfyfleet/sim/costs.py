@@ -32,6 +32,8 @@ PRICES: dict[str, float] = {
     "cloudfront_request": 0.0100 / 1e4,  # HTTPS
     "cloudfront_gb": 0.085,  # first 10 TB a month
     "logs_ingested_gb": 0.50,  # CloudWatch Logs: function logs and embedded metrics
+    "cloudwatch_put_metric_data": 0.01 / 1e3,
+    "cloudwatch_metric_month": 0.30,  # first 10,000 metrics
 }
 
 # Measured with bench/bench_aws_calls.py on 2026-12-03 (mean of 2 jobs per kind): requests
@@ -84,6 +86,8 @@ WEBP_OUTPUT_BYTES = 150 * 1024  # the same image as WebP (quality 90)
 # queues (10 s); the reaper each minute; each busy api container's registry snapshot a second.
 HEARTBEAT_SECONDS, LONG_POLL_SECONDS = 5.0, 10.0
 REAPER_PER_DAY, REAPER_GB, REAPER_SECONDS = 1440, 0.5, 0.5
+AGENT_METRIC_FLUSHES_PER_DAY = 1440  # each agent's PutMetricData, once a minute
+METRIC_SERIES = 20  # names × reasons × service: no per-node dimension
 SNAPSHOTS_PER_DAY_PER_CONTAINER = 86_400
 
 
@@ -128,8 +132,8 @@ def per_job_lines(kind: str, output_bytes: float = OUTPUT_BYTES) -> dict[str, fl
 
 
 def fleet_lines_per_day(scale: Scale) -> dict[str, float]:
-    """USD per day the fleet costs whatever the jobs: heartbeats, long polls, the reaper and
-    the api's registry snapshots."""
+    """USD per day the fleet costs whatever the jobs: heartbeats, long polls, the reaper, the
+    api's registry snapshots and the agents' metrics."""
     per_node_day = 86_400
     heartbeats = scale.nodes * per_node_day / HEARTBEAT_SECONDS
     polls = scale.nodes * 2 * per_node_day / LONG_POLL_SECONDS
@@ -145,6 +149,10 @@ def fleet_lines_per_day(scale: Scale) -> dict[str, float]:
         * scan_units
         * PRICES["dynamodb_read_unit"],
         "reaper (Lambda)": reaper,
+        "agent metrics (CloudWatch PutMetricData)": scale.nodes
+        * AGENT_METRIC_FLUSHES_PER_DAY
+        * PRICES["cloudwatch_put_metric_data"],
+        "custom metrics (CloudWatch)": METRIC_SERIES * PRICES["cloudwatch_metric_month"] / 30,
     }
 
 
