@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from comfyfleet.aws import client
 from comfyfleet.clock import SystemClock
 from comfyfleet.domain import Job, JobState, Limits, NodeStatus
 from comfyfleet.events import MemoryJobEvents
-from comfyfleet.queues import SqsJobQueues
 from comfyfleet.resources import CATALOGUE_KEY, Provisioned, output_key
 from comfyfleet.scheduling import Dispatcher, JobRequest
 from comfyfleet.settings import Settings
@@ -26,41 +24,14 @@ from comfyfleet.store import Stores
 from comfyfleet.templates import render_template
 from comfyfleet.workflow import validate_workflow
 from comfyfleet.workflow.refs import ref_for_url
-from fakecomfy import RunningFakeComfy, placeholder_safetensors, start_fakecomfy
-from gpu_agent.main import Parts, build
+from fakecomfy import placeholder_safetensors
 from gpu_agent.runner import Ending
-from gpu_agent.settings import AgentSettings
+from tests.integration.agent_nodes import Node, sqs_dispatcher, start_node
 from tests.integration.conftest import REGION
 from tests.origin_server import OriginServer, fake_resolver
 from tests.support import basic_graph
 
 LIMITS = Limits(requests_per_minute=100, concurrency=4, queue_depth=50, ring_slots=4)
-
-
-@dataclass
-class Node:
-    parts: Parts
-    comfy: RunningFakeComfy
-    settings: AgentSettings
-
-    @property
-    def agent(self) -> Any:
-        return self.parts.agent
-
-    def work(
-        self, jobs: int = 1, timeout: float = 30, until: Ending | None = None
-    ) -> list[Ending | None]:
-        """Receive and handle messages until ``jobs`` were handled, or one ended ``until``
-        (or time runs out)."""
-        endings: list[Ending | None] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if until is None and len(endings) >= jobs or until is not None and until in endings:
-                break
-            received = self.agent._receive()
-            if received is not None:
-                endings.append(self.agent.handle(received))
-        return endings
 
 
 @pytest.fixture
@@ -70,62 +41,25 @@ def origin() -> Iterator[OriginServer]:
 
 
 @pytest.fixture
-def make_node(
-    aws: Provisioned, dynamo: Stores, settings: Settings, tmp_path: Path
-) -> Iterator[Callable[..., Node]]:
+def make_node(aws: Provisioned, dynamo: Stores, tmp_path: Path) -> Iterator[Callable[..., Node]]:
     nodes: list[Node] = []
-    sqs = SqsJobQueues(client("sqs", region=REGION))
 
     def make(name: str, **overrides: Any) -> Node:
-        root = tmp_path / f"comfy-{name}"
-        comfy = start_fakecomfy(
-            root, step_seconds=overrides.pop("step_seconds", 0.01), previews=True
+        overrides.setdefault("preview_interval_seconds", 0.05)
+        node = start_node(
+            name, aws=aws, dynamo=dynamo, tmp_path=tmp_path, previews=True, **overrides
         )
-        agent_settings = AgentSettings(
-            comfy_url=comfy.url,
-            comfy_root=root,
-            cache_dir=tmp_path / f"cache-{name}",
-            cache_budget_bytes=10**9,
-            node_id=name,
-            allow_local_urls=True,
-            shared_queue_url=aws.queue_urls["shared"],
-            receive_wait_seconds=overrides.pop("receive_wait_seconds", 0),
-            heartbeat_seconds=0.2,
-            lease_seconds=overrides.pop("lease_seconds", 30),
-            preview_interval_seconds=overrides.pop("preview_interval_seconds", 0.05),
-            **overrides,
-        )
-        parts = build(
-            agent_settings,
-            stores=dynamo,
-            queues=sqs,
-            s3=client("s3", region=REGION),
-            node_queue_url=sqs.create_node_queue(agent_settings, name),
-            on_ec2=False,
-        )
-        parts.agent.start()
-        node = Node(parts, comfy, agent_settings)
         nodes.append(node)
         return node
 
     yield make
     for node in nodes:
-        node.agent.shutdown()
-        node.parts.sources.close()
-        node.parts.cache.close()
-        node.comfy.stop()
+        node.stop()
 
 
 @pytest.fixture
 def dispatcher(dynamo: Stores, aws: Provisioned, settings: Settings) -> Dispatcher:
-    return Dispatcher(
-        dynamo,
-        SqsJobQueues(client("sqs", region=REGION)),
-        settings,
-        SystemClock(),
-        shared_url=aws.queue_urls["shared"],
-        events=MemoryJobEvents(),
-    )
+    return sqs_dispatcher(dynamo, aws, settings, MemoryJobEvents())
 
 
 @pytest.fixture

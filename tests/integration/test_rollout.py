@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,15 @@ import pytest
 
 from comfyfleet.aws import client
 from comfyfleet.catalogue import NodeCatalogue
-from comfyfleet.clock import SystemClock
 from comfyfleet.domain import CORE_ENVIRONMENT, JobState, Limits
-from comfyfleet.environment.lock import Lock, write_lock
 from comfyfleet.events import MemoryJobEvents
-from comfyfleet.queues import SqsJobQueues
 from comfyfleet.resources import CATALOGUE_KEY, Provisioned, catalogue_key
 from comfyfleet.scheduling import Dispatcher, JobRequest
 from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
-from fakecomfy import RunningFakeComfy, start_fakecomfy
 from fakecomfy.node_types import core_object_info
-from gpu_agent.main import Parts, build
 from gpu_agent.runner import Ending
-from gpu_agent.settings import AgentSettings
+from tests.integration.agent_nodes import Node, sqs_dispatcher, start_node
 from tests.integration.conftest import REGION
 from tests.integration.lambda_functions import Functions
 from tests.support import basic_graph
@@ -38,78 +32,27 @@ LACKING = "ImageInvert"  # basic_graph uses it; the old environment does not hav
 LIMITS = Limits(requests_per_minute=100, concurrency=4, queue_depth=50, ring_slots=4)
 
 
-@dataclass
-class Node:
-    parts: Parts
-    comfy: RunningFakeComfy
-    settings: AgentSettings
-
-    def work(self, timeout: float = 30) -> list[Ending | None]:
-        """Handle the first message this node receives (or none, when time runs out)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            received = self.parts.agent._receive()
-            if received is not None:
-                return [self.parts.agent.handle(received)]
-        return []
-
-
 @pytest.fixture
 def make_node(aws: Provisioned, dynamo: Stores, tmp_path: Path) -> Iterator[Callable[..., Node]]:
     nodes: list[Node] = []
-    sqs = SqsJobQueues(client("sqs", region=REGION))
 
     def make(name: str, environment: str | None, catalogue: dict[str, Any]) -> Node:
-        root = tmp_path / f"comfy-{name}"
-        root.mkdir()
-        if environment is not None:
-            write_lock(root, _lock(environment))
-        comfy = start_fakecomfy(root, step_seconds=0.01, catalogue=catalogue)
-        settings = AgentSettings(
-            comfy_url=comfy.url,
-            comfy_root=root,
-            cache_dir=tmp_path / f"cache-{name}",
-            cache_budget_bytes=10**9,
-            node_id=name,
-            allow_local_urls=True,
-            shared_queue_url=aws.queue_urls["shared"],
-            receive_wait_seconds=0,
-            heartbeat_seconds=0.2,
-            lease_seconds=30,
+        node = start_node(
+            name,
+            aws=aws,
+            dynamo=dynamo,
+            tmp_path=tmp_path,
+            environment=environment,
+            catalogue=catalogue,
+            events=MemoryJobEvents(),
             metrics_enabled=False,
         )
-        parts = build(
-            settings,
-            stores=dynamo,
-            queues=sqs,
-            s3=client("s3", region=REGION),
-            node_queue_url=sqs.create_node_queue(settings, name),
-            on_ec2=False,
-            events=MemoryJobEvents(),
-        )
-        parts.agent.start()
-        node = Node(parts, comfy, settings)
         nodes.append(node)
         return node
 
     yield make
     for node in nodes:
-        node.parts.agent.shutdown()
-        node.parts.sources.close()
-        node.parts.cache.close()
-        node.comfy.stop()
-
-
-def _lock(environment: str) -> Lock:
-    return Lock(
-        environment_id=environment,
-        comfyui_version="v0.3.64",
-        comfyui_commit=None,
-        python="/usr/bin/python3",
-        pip_freeze_sha256="0" * 64,
-        custom_nodes=(),
-        models=(),
-    )
+        node.stop()
 
 
 def old_catalogue() -> dict[str, Any]:
@@ -125,14 +68,7 @@ def rollout(make_node: Callable[..., Node]) -> tuple[Node, Node]:
 
 @pytest.fixture
 def dispatcher(dynamo: Stores, aws: Provisioned, settings: Settings) -> Dispatcher:
-    return Dispatcher(
-        dynamo,
-        SqsJobQueues(client("sqs", region=REGION)),
-        settings,
-        SystemClock(),
-        shared_url=aws.queue_urls["shared"],
-        events=MemoryJobEvents(),
-    )
+    return sqs_dispatcher(dynamo, aws, settings, MemoryJobEvents())
 
 
 @pytest.fixture
