@@ -35,13 +35,9 @@ def _build_app() -> Built:
     api = aws_api(get_settings(), metrics=PowertoolsSubmitMetrics(metrics))
     share_log_config(logger)
 
-    def prime() -> None:
-        priming.prime(api, aws.clients())
-        metrics.clear_metrics()  # the primed submit's count is no user's
-
     return Built(
         api.handle,
-        prime=prime,
+        prime=lambda: priming.prime(api, aws.clients()),
         before_snapshot=lambda: priming.forget_cached(api),
         after_restore=lambda: priming.refresh_cached(api),
     )

@@ -17,6 +17,7 @@ from comfyfleet.api import priming
 from comfyfleet.aws import client, reset_clients
 from comfyfleet.observability import JOBS_SUBMITTED
 from comfyfleet.resources import Provisioned
+from comfyfleet.settings import get_settings
 from comfyfleet.store import Stores
 from tests.api_support import load_function
 from tests.integration.lambda_functions import Functions, emitted_metrics
@@ -147,3 +148,25 @@ def test_priming_sends_nothing_out_of_the_process(
     finally:
         endpoint.close()
         reset_clients()
+
+
+def test_a_refused_primed_submit_counts_for_no_one(
+    aws: Provisioned,
+    dynamo: Stores,
+    hooks: dict[str, list[Any]],
+    primed: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The template's model URLs name huggingface.co, which this deployment does not allow.
+    monkeypatch.setenv("COMFYFLEET_MODEL_HOSTS", "models.example.com")
+    get_settings.cache_clear()
+    try:
+        functions = Functions.load(aws, dynamo)
+    finally:
+        get_settings.cache_clear()
+
+    ((statuses, _),) = primed
+    assert statuses == [200, 202, 400, 404, 200], "the template's submit refused"
+    assert emitted_metrics(capsys.readouterr().out) == [], "no JobsRejected at init"
+    assert functions.api.metrics.metric_set == {}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 Handler = Callable[[Any, Any], Any]
-Hook = Callable[[], None]
+Hook = Callable[[], object]  # what a hook returns is not used
 
 # Lambda's value of AWS_LAMBDA_INITIALIZATION_TYPE for an init that ends in a snapshot.
 SNAPSTART_INIT = "snap-start"

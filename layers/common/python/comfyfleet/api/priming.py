@@ -5,9 +5,10 @@ Priming sends the application the requests a user would — the OpenAPI document
 ``/doc``, a submit of a small core workflow, a read of that job and a list — with every AWS
 call answered inside the process (comfyfleet.offline): pydantic's validators, Powertools'
 route and validation machinery, the response models and botocore's serialisers, signing and
-parsers all do their first-use work, and nothing is written or read. The caches it filled
-(the node registry snapshot, the counters, the catalogues) hold that empty world, so they
-are dropped before the snapshot, and after a restore dropped and read again for real.
+parsers all do their first-use work, and nothing is written or read, logged or counted.
+The caches it filled (the node registry snapshot, the counters, the catalogues) hold that
+empty world, so they are dropped before the snapshot, and after a restore dropped and read
+again for real.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from comfyfleet.api.context import Caller
 from comfyfleet.api.http import DOC_PATH, HttpApi
+from comfyfleet.api.telemetry import RecordedMetrics
 from comfyfleet.domain import Limits, Scope
 from comfyfleet.offline import OfflineCalls, offline_aws, quiet_logs
 
@@ -65,9 +67,14 @@ def priming_event(method: str, path: str, body: Any = None, *, caller: bool = Tr
 def prime(api: HttpApi, clients: list[Any]) -> tuple[list[int], OfflineCalls]:
     """Run the request paths once, offline; the statuses answered and the calls made."""
     statuses = []
-    with offline_aws(clients) as calls, quiet_logs():
-        for event in _requests():
-            statuses.append(int(api.handle(event)["statusCode"]))
+    # The primed submits count for no one: not a metric, admitted or refused.
+    metrics, api.metrics = api.metrics, RecordedMetrics()
+    try:
+        with offline_aws(clients) as calls, quiet_logs():
+            for event in _requests():
+                statuses.append(int(api.handle(event)["statusCode"]))
+    finally:
+        api.metrics = metrics
     forget_cached(api)
     return statuses, calls
 
