@@ -41,3 +41,18 @@ def checkpoint_graph(ckpt_name: str) -> dict[str, Any]:
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["4", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "x"}},
     }
+
+
+def environment_lock(environment: str) -> Any:
+    """A lock file's content naming ``environment``: node setup's output, no custom node."""
+    from comfyfleet.environment.lock import Lock
+
+    return Lock(
+        environment_id=environment,
+        comfyui_version="v0.3.64",
+        comfyui_commit=None,
+        python="/usr/bin/python3",
+        pip_freeze_sha256="0" * 64,
+        custom_nodes=(),
+        models=(),
+    )

@@ -11,7 +11,7 @@ from typing import Any
 
 from comfyfleet.aws import client
 from comfyfleet.clock import SystemClock
-from comfyfleet.environment.lock import Lock, write_lock
+from comfyfleet.environment.lock import write_lock
 from comfyfleet.events import JobEvents
 from comfyfleet.queues import SqsJobQueues
 from comfyfleet.resources import Provisioned
@@ -23,6 +23,7 @@ from gpu_agent.main import Parts, build
 from gpu_agent.runner import Ending
 from gpu_agent.settings import AgentSettings
 from tests.integration.conftest import REGION
+from tests.support import environment_lock
 
 
 @dataclass
@@ -55,19 +56,6 @@ class Node:
         self.parts.sources.close()
         self.parts.cache.close()
         self.comfy.stop()
-
-
-def environment_lock(environment: str) -> Lock:
-    """A lock file's content naming ``environment`` (node setup's output, no custom node)."""
-    return Lock(
-        environment_id=environment,
-        comfyui_version="v0.3.64",
-        comfyui_commit=None,
-        python="/usr/bin/python3",
-        pip_freeze_sha256="0" * 64,
-        custom_nodes=(),
-        models=(),
-    )
 
 
 def start_node(

@@ -10,20 +10,9 @@ from pathlib import Path
 import pytest
 
 from comfyfleet.domain import CORE_ENVIRONMENT
-from comfyfleet.environment.lock import InvalidLock, Lock, lock_path, write_lock
+from comfyfleet.environment.lock import InvalidLock, lock_path, write_lock
 from gpu_agent.identity import environment_id
-
-
-def lock(environment: str) -> Lock:
-    return Lock(
-        environment_id=environment,
-        comfyui_version="v0.3.64",
-        comfyui_commit=None,
-        python="/usr/bin/python3",
-        pip_freeze_sha256="0" * 64,
-        custom_nodes=(),
-        models=(),
-    )
+from tests.support import environment_lock
 
 
 def test_without_a_lock_file_the_node_runs_comfyuis_core_nodes(tmp_path: Path) -> None:
@@ -31,14 +20,14 @@ def test_without_a_lock_file_the_node_runs_comfyuis_core_nodes(tmp_path: Path) -
 
 
 def test_the_lock_files_environment_id_is_the_nodes(tmp_path: Path) -> None:
-    write_lock(tmp_path, lock("9c1f3e2a7b4d"))
+    write_lock(tmp_path, environment_lock("9c1f3e2a7b4d"))
 
     assert environment_id(tmp_path) == "9c1f3e2a7b4d"
 
 
 @pytest.mark.parametrize("bad", ["../escape", "a/b", "", "x" * 65, "with space"])
 def test_an_id_that_cannot_name_a_catalogue_is_refused(tmp_path: Path, bad: str) -> None:
-    write_lock(tmp_path, lock(bad))
+    write_lock(tmp_path, environment_lock(bad))
 
     with pytest.raises(InvalidLock, match="not a plain name"):
         environment_id(tmp_path)
@@ -61,7 +50,7 @@ def test_custom_nodes_comfyui_did_not_load_are_logged(
     nodes = tuple(
         LockedNode(name, f"https://example.com/{name}", "0" * 40) for name in ("Loaded", "Broken")
     )
-    write_lock(tmp_path, dataclasses.replace(lock("0123456789ab"), custom_nodes=nodes))
+    write_lock(tmp_path, dataclasses.replace(environment_lock("0123456789ab"), custom_nodes=nodes))
     agent = object.__new__(Agent)  # only what the check reads
     agent.settings = AgentSettings(comfy_root=tmp_path)
     agent.environment_id = "0123456789ab"
