@@ -223,10 +223,15 @@ class Functions(Construct):
                     resources.LIMITS,
                     resources.NODES,
                     resources.IDEMPOTENCY,
+                    resources.DEPLOYMENTS,
                 ),
                 access.TABLE_WRITE,
             )
             access.table_access(api.role, self._table(resources.NODES), access.TABLE_SCAN)
+            # A deleted deployment's versions go in batches of 25.
+            access.table_access(
+                api.role, self._table(resources.DEPLOYMENTS), ("dynamodb:BatchWriteItem",)
+            )
             access.queue_access(api.role, self._every_queue, access.QUEUE_SEND)
             access.object_access(api.role, data.outputs, ["*"], access.OBJECT_READ)
             access.object_access(  # every environment's node catalogue

@@ -4,6 +4,7 @@ failed at once, duplicates skipped, and what is recorded on the job."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Mapping
@@ -267,14 +268,7 @@ def test_a_storage_failure_leaves_the_message_for_a_later_retry(world: World) ->
         def get(self, job_id: str) -> Job:
             raise StorageError("get job failed: ThrottlingException")
 
-    world.delivery.stores = Stores(
-        Down(),  # type: ignore[arg-type]
-        world.stores.limits,
-        world.stores.accounts,
-        world.stores.keys,
-        world.stores.nodes,
-        world.stores.models,
-    )
+    world.delivery.stores = dataclasses.replace(world.stores, jobs=Down())
 
     assert world.deliver(world.record(job)) is Outcome.RETRY
     assert world.visibility.changes == [] and world.poster.sent == []

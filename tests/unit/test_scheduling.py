@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ def test_counters_are_read_at_most_once_a_second_per_account(
 ) -> None:
     counting = CountingLimits(stores.limits)
     dispatcher = Dispatcher(
-        Stores(stores.jobs, counting, stores.accounts, stores.keys, stores.nodes, stores.models),
+        dataclasses.replace(stores, limits=counting),
         queues,
         settings,
         clock,

@@ -149,6 +149,8 @@ class Job:
     # The environment of each node that handed it back for lacking one of its classes, in
     # order (comfyfleet.handback): their number is bounded, those environments are skipped.
     handed_back_by: list[str] = field(default_factory=list)
+    # The deployment (and version) it was run from, {"name", "version"}; None: a workflow.
+    deployment: dict[str, Any] | None = None
 
     @property
     def execution_time_ms(self) -> int | None:

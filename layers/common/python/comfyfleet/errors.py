@@ -42,6 +42,20 @@ class NodeNotFound(NotFound):
         self.node_id = node_id
 
 
+class DeploymentNotFound(NotFound):
+    def __init__(self, name: str, version: int | None = None) -> None:
+        which = f"deployment {name!r}" + (f" version {version}" if version is not None else "")
+        super().__init__(f"{which} not found")
+        self.name = name
+        self.version = version
+
+
+class DeploymentTooLarge(ComfyFleetError):
+    """A deployment version does not fit one stored record."""
+
+    code = "payload_too_large"
+
+
 class JobStateConflict(ComfyFleetError):
     """A transition's condition did not hold: the job is not in the state it needs."""
 

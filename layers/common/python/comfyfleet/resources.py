@@ -119,8 +119,12 @@ LIMITS = Table("limits", Attribute("account_id"), Attribute("sk"), ttl_attribute
 NODES = Table("nodes", Attribute("node_id"))
 MODELS = Table("models", Attribute("model_key"))
 IDEMPOTENCY = Table("idempotency", Attribute("id"), ttl_attribute="expiration")
+# An account's deployments: a head per name (sk "#<name>") and its versions ("<name>#<n>").
+DEPLOYMENTS = Table(
+    "deployments", Attribute("account_id"), Attribute("sk"), point_in_time_recovery=True
+)
 
-TABLES = (ACCOUNTS, API_KEYS, JOBS, LIMITS, NODES, MODELS, IDEMPOTENCY)
+TABLES = (ACCOUNTS, API_KEYS, JOBS, LIMITS, NODES, MODELS, IDEMPOTENCY, DEPLOYMENTS)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class JobRequest:
     webhook_url: str | None = None
     metadata: dict[str, Any] | None = None
     environments: list[str] | None = None  # only these have its classes (a rollout)
+    deployment: dict[str, Any] | None = None  # {"name", "version"} it was run from
 
 
 class CountersView:
@@ -147,6 +148,7 @@ class Dispatcher:
             webhook_url=request.webhook_url,
             metadata=request.metadata,
             environments=request.environments,
+            deployment=request.deployment,
         )
         seen = self.counters.get(account_id, now)
         to_ring = _has_room(seen, limits)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from comfyfleet.store.ports import (
     AccountStore,
+    DeploymentStore,
     JobStore,
     KeyStore,
     LimitStore,
@@ -25,3 +26,4 @@ class Stores:
     keys: KeyStore
     nodes: NodeRegistry
     models: ModelCatalog
+    deployments: DeploymentStore

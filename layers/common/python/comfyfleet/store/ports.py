@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from comfyfleet.deployments.spec import Deployment, DeploymentSummary, is_deployment_name
 from comfyfleet.domain import (
     Account,
     ApiKey,
@@ -296,6 +297,35 @@ class ModelCatalog(Protocol):
     def put(self, record: ModelRecord) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class DeploymentPage:
+    deployments: list[DeploymentSummary]
+    cursor: str | None  # opaque; None on the last page
+
+
+class DeploymentStore(Protocol):
+    """An account's deployments: immutable versions under a name, numbered from 1.
+
+    A deleted name's numbers are never given again: posting it anew continues after its last
+    version, so a job's (name, version) always names the graph it ran."""
+
+    def create(self, draft: Deployment) -> Deployment:
+        """Store ``draft`` as the next version of its name (its ``version`` is ignored)."""
+        ...
+
+    def get(self, account_id: str, name: str, version: int | None = None) -> Deployment:
+        """The newest version, or ``version``; DeploymentNotFound if there is none."""
+        ...
+
+    def list_for_account(
+        self, account_id: str, *, limit: int, cursor: str | None
+    ) -> DeploymentPage: ...
+
+    def delete(self, account_id: str, name: str) -> int:
+        """Delete every version (DeploymentNotFound if none); how many there were."""
+        ...
+
+
 def exhausted_error(max_attempts: int) -> dict[str, Any]:
     """The error of a job that failed on infrastructure more times than allowed."""
     return {
@@ -307,6 +337,21 @@ def exhausted_error(max_attempts: int) -> dict[str, Any]:
 def encode_cursor(job_id: str) -> str:
     """The opaque cursor after ``job_id`` (the caller's account is added back on use)."""
     return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def encode_name_cursor(name: str) -> str:
+    """The opaque cursor after the deployment ``name``."""
+    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+def decode_name_cursor(cursor: str) -> str:
+    try:
+        name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursor("the cursor is not one this API returned") from None
+    if not is_deployment_name(name):
+        raise InvalidCursor("the cursor is not one this API returned")
+    return name
 
 
 def decode_cursor(cursor: str) -> str:

@@ -7,6 +7,7 @@ from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
 from comfyfleet.store.dynamo.accounts import DynamoAccountStore, DynamoKeyStore, DynamoLimitStore
 from comfyfleet.store.dynamo.codec import GuardedClient
+from comfyfleet.store.dynamo.deployments import DynamoDeploymentStore
 from comfyfleet.store.dynamo.jobs import DynamoJobStore
 from comfyfleet.store.dynamo.nodes import DynamoModelCatalog, DynamoNodeRegistry
 
@@ -23,11 +24,13 @@ def dynamo_stores(
         keys=DynamoKeyStore(db, settings),
         nodes=DynamoNodeRegistry(db, settings),
         models=DynamoModelCatalog(db, settings),
+        deployments=DynamoDeploymentStore(db, settings),
     )
 
 
 __all__ = [
     "DynamoAccountStore",
+    "DynamoDeploymentStore",
     "DynamoJobStore",
     "DynamoKeyStore",
     "DynamoLimitStore",

@@ -78,7 +78,15 @@ def unpack_workflow(blob: bytes) -> dict[str, Any]:
 EVENT_PENDING = "1"
 _OPTIONAL_TEXT = ("webhook_url", "route", "node_id")
 _OPTIONAL_NUMBERS = ("lease_until", "started_at", "completed_at", "expires_at", "ring_at")
-_OPTIONAL_JSON = ("metadata", "progress", "outputs", "error", "webhook", "environments")
+_OPTIONAL_JSON = (
+    "metadata",
+    "progress",
+    "outputs",
+    "error",
+    "webhook",
+    "environments",
+    "deployment",
+)
 
 
 def is_live(job: Job) -> bool:
@@ -152,6 +160,7 @@ def job_from_item(item: Item) -> Job:
         ring_at=get_n(item, "ring_at"),
         environments=get_json(item, "environments"),
         handed_back_by=get_json(item, "handed_back_by") or [],
+        deployment=get_json(item, "deployment"),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
 from comfyfleet.store.memory.accounts import MemoryAccountStore, MemoryKeyStore, MemoryLimitStore
+from comfyfleet.store.memory.deployments import MemoryDeploymentStore
 from comfyfleet.store.memory.jobs import MemoryJobStore
 from comfyfleet.store.memory.nodes import MemoryModelCatalog, MemoryNodeRegistry
 from comfyfleet.store.memory.state import MemoryState
@@ -25,6 +26,7 @@ class Memory(MemoryState):
             keys=MemoryKeyStore(self),
             nodes=MemoryNodeRegistry(self),
             models=MemoryModelCatalog(self),
+            deployments=MemoryDeploymentStore(self),
         )
 
 
@@ -35,6 +37,7 @@ def memory_stores(settings: Settings) -> Stores:
 __all__ = [
     "Memory",
     "MemoryAccountStore",
+    "MemoryDeploymentStore",
     "MemoryJobStore",
     "MemoryKeyStore",
     "MemoryLimitStore",

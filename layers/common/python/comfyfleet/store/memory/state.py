@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
+from comfyfleet.deployments.spec import Deployment
 from comfyfleet.domain import SHARED_ROUTE, Account, ApiKey, Job, NodeInfo
 from comfyfleet.settings import Settings
 from comfyfleet.store.ports import ModelRecord
@@ -22,6 +24,16 @@ class Counts:
             setattr(self, name, getattr(self, name) + delta)
 
 
+@dataclass(slots=True)
+class DeploymentHead:
+    """A deployment name's numbering: its live versions are first … latest."""
+
+    latest: int
+    first: int
+    created_at: float
+    deleted: bool = False
+
+
 class MemoryState:
     """Every table the in-memory stores keep, and the lock each transition holds."""
 
@@ -36,6 +48,8 @@ class MemoryState:
         self.nodes: dict[str, NodeInfo] = {}
         self.route_queued: dict[str, int] = {}
         self.models: dict[str, ModelRecord] = {}
+        self.deployment_heads: dict[tuple[str, str], DeploymentHead] = {}
+        self.deployments: dict[tuple[str, str, int], Deployment] = {}
 
     def move_route(self, route: str | None, delta: int) -> None:
         key = route or SHARED_ROUTE
