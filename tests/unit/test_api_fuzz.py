@@ -32,6 +32,11 @@ ROUTES = (
     ("POST", "/v1/workflows/sd15"),
     ("POST", "/v1/workflows/sdxl"),
     ("POST", "/v1/workflows/flux"),
+    ("POST", "/v1/deployments"),
+    ("GET", "/v1/deployments"),
+    ("GET", "/v1/deployments/<name>"),
+    ("DELETE", "/v1/deployments/<name>"),
+    ("POST", "/v1/deployments/<name>/jobs"),
     ("POST", "/v1/admin/accounts"),
     ("POST", "/v1/admin/keys"),
     ("GET", "/v1/admin/keys"),
@@ -42,7 +47,7 @@ ROUTES = (
     ("GET", "/v1/admin/queues"),
     ("GET", "/doc"),
 )
-QUERY_NAMES = ("status", "limit", "cursor", "account_id", "format", "x")
+QUERY_NAMES = ("status", "limit", "cursor", "account_id", "format", "version", "x")
 VALUES = ("queued", "running", "completed", "1", "100", "0", "-1", "json", "acct_x", "")
 UNKNOWN_PATHS = ("/", "/v1", "/v2/jobs", "/v1/jobz", "/v1/jobs/a/b/c", "/v1/admin/x/y/z/w")
 
@@ -127,10 +132,33 @@ def bodies(job_id: str) -> st.SearchStrategy[bytes | None]:
             "steps": st.integers(),
         },
     )
+    deployment = st.fixed_dictionaries(
+        {},
+        optional={
+            "name": st.sampled_from(["fuzzed", "sd15", "Bad Name"]) | json_values,
+            "workflow": st.just(basic_graph()) | json_values,
+            "inputs": st.dictionaries(
+                st.sampled_from(["width", "9x", "prefix"]) | text,
+                st.fixed_dictionaries(
+                    {
+                        "node": st.sampled_from(["1", "3", "9"]) | json_values,
+                        "input": st.sampled_from(["width", "filename_prefix"]) | text,
+                        "type": st.sampled_from(["integer", "string", "image", "x"]),
+                    },
+                    optional={"default": json_values, "minimum": json_values, "enum": json_values},
+                ),
+                max_size=3,
+            )
+            | json_values,
+            "version": st.integers() | json_values,
+        },
+    )
     return st.one_of(
         st.none(),
         st.just(b""),
-        st.builds(lambda value: json.dumps(value).encode(), submission | admin | template),
+        st.builds(
+            lambda value: json.dumps(value).encode(), submission | admin | template | deployment
+        ),
         st.builds(lambda value: json.dumps(value).encode(), submission),
         st.builds(lambda value: json.dumps(value | {"unexpected": 1}).encode(), submission),
         st.builds(lambda value: json.dumps(value).encode(), json_values),
@@ -217,7 +245,7 @@ def test_each_route_called_as_documented_with_random_values_never_5xx(
     app: MemoryApi, account: Account, job_id: str, data: st.DataObject
 ) -> None:
     method, rule = data.draw(st.sampled_from(ROUTES))
-    value = data.draw(st.sampled_from([job_id, "i-node1", "sk_live_ZZZZZZZZ"]) | segment)
+    value = data.draw(st.sampled_from([job_id, "i-node1", "sk_live_ZZZZZZZZ", "sd15"]) | segment)
     path = re.sub(r"<\w+>", lambda _: value, rule)
     key = account.admin_key if path.startswith("/v1/admin") else account.key
     query = data.draw(
@@ -244,7 +272,7 @@ def test_no_body_breaks_a_submit_or_an_admin_write(
     app: MemoryApi, account: Account, body: bytes | None, content_type: str, route: str
 ) -> None:
     key = account.admin_key if route.startswith("/v1/admin") else account.key
-    path = route.replace("<node_id>", "i-node1")
+    path = route.replace("<node_id>", "i-node1").replace("<name>", "sd15")
     request_headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
 
     response = app.gateway.request("POST", path, None, request_headers, body)

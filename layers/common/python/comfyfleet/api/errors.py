@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 
 from comfyfleet.errors import (
+    DeploymentTooLarge,
     InvalidCursor,
     JobStateConflict,
     LimitExceeded,
@@ -137,6 +138,7 @@ _MAPPING: tuple[tuple[type[Exception], Callable[[Any], Problem]], ...] = (
     (ApiError, _api_error),
     (LimitExceeded, _limit),
     (NotFound, lambda exc: Problem(404, "not_found", str(exc))),
+    (DeploymentTooLarge, lambda exc: Problem(413, PayloadTooLarge.code, str(exc))),
     (UnknownTemplate, lambda exc: Problem(404, "not_found", str(exc))),
     (InvalidTemplateParams, lambda exc: Problem(400, InvalidRequest.code, str(exc), exc.errors)),
     (InvalidCursor, lambda exc: Problem(400, "invalid_cursor", str(exc))),

@@ -29,6 +29,7 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn,
 import comfyfleet
 from comfyfleet.api.admin import AdminService
 from comfyfleet.api.context import Caller, rate_headers, required_scope
+from comfyfleet.api.deployments import DeploymentsService
 from comfyfleet.api.errors import (
     ApiError,
     Forbidden,
@@ -58,7 +59,7 @@ DOC_PATH = "/doc"
 BODY_ALLOWANCE_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_SUBMIT_PATH = re.compile(r"^/v1/(jobs|workflows/[^/]+)/*$")
+_SUBMIT_PATH = re.compile(r"^/v1/(jobs|workflows/[^/]+|deployments/[^/]+/jobs)/*$")
 UNAUTHORIZED_MESSAGE = "a valid API key is required: Authorization: Bearer sk_live_…"
 MALFORMED_MESSAGE = "the request body is not valid JSON"
 
@@ -78,10 +79,12 @@ class HttpApi:
         jobs: JobsService,
         admin: AdminService,
         node_classes: NodeClasses,
+        deployments: DeploymentsService,
         metrics: SubmitMetrics,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
+        self.deployments = deployments
         self.admin = admin
         self.node_classes = node_classes
         self.metrics = metrics

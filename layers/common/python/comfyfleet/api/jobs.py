@@ -3,7 +3,7 @@ preview, usage. HTTP stays in comfyfleet.api.routes; this module speaks the doma
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,6 @@ from comfyfleet.api.models import (
     JobSubmission,
     JobView,
     PreviewLink,
-    TemplateJobAccepted,
     Usage,
     UsageCounts,
     UsageLimits,
@@ -45,9 +44,19 @@ from comfyfleet.events import job_event
 from comfyfleet.scheduling import Admission, Dispatcher, JobRequest, job_of_account
 from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
-from comfyfleet.templates import TemplateParams, render_template
 from comfyfleet.workflow import ErrorCode, WorkflowError, validate_workflow
 from comfyfleet.workflow.validate import ValidationResult
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job is made of, however it was asked for (a workflow, a deployment)."""
+
+    graph: Any
+    manifest: Any = None
+    webhook_url: str | None = None
+    metadata: dict[str, Any] | None = None
+    deployment: dict[str, Any] | None = None  # {"name", "version"} it is run from
 
 
 @dataclass(frozen=True)
@@ -92,53 +101,44 @@ class JobsService:
         admitted: list[Counters] = []
 
         def admit() -> dict[str, Any]:
-            check_metadata(submission.metadata)
-            if submission.webhook_url is not None:
-                check_webhook_url(
-                    submission.webhook_url, allow_local=self.settings.allow_local_urls
-                )
-            result, environments = self._validate(submission.prompt, submission.models)
-            admission = self._admit(caller, submission.prompt, result, environments, submission)
+            spec = JobSpec(
+                graph=submission.prompt,
+                manifest=submission.models,
+                webhook_url=submission.webhook_url,
+                metadata=submission.metadata,
+            )
+            admission = self.admit(caller, spec)
             admitted.append(admission.counters)
-            return _accepted(admission, base_url).model_dump(mode="json", by_alias=True)
+            return accepted_body(admission, base_url).model_dump(mode="json", by_alias=True)
 
         body = submission.model_dump(mode="json", exclude_none=True)
-        data, replayed = self._once(
-            caller, idempotency_key, "/v1/jobs", body, admit, lambda_context
+        data, replayed = self.once(caller, idempotency_key, "/v1/jobs", body, admit, lambda_context)
+        return Submitted(JobAccepted.model_validate(data), last_counters(admitted), replayed)
+
+    def admit(self, caller: Caller, spec: JobSpec) -> Admission:
+        """Check a job's fields and workflow and admit it (comfyfleet.scheduling)."""
+        check_metadata(spec.metadata)
+        if spec.webhook_url is not None:
+            check_webhook_url(spec.webhook_url, allow_local=self.settings.allow_local_urls)
+        result, environments = self.validate(spec.graph, spec.manifest)
+        request = JobRequest(
+            workflow=spec.graph,
+            models=[ref.to_dict() for ref in result.models],
+            webhook_url=spec.webhook_url,
+            metadata=spec.metadata,
+            environments=environments,
+            deployment=spec.deployment,
         )
-        return Submitted(JobAccepted.model_validate(data), _last(admitted), replayed)
+        return self.dispatcher.submit(caller.account_id, caller.tier, caller.limits, request)
 
-    def submit_template(
-        self,
-        caller: Caller,
-        name: str,
-        params: TemplateParams,
-        *,
-        base_url: str,
-        idempotency_key: str | None = None,
-        lambda_context: Any = None,
-    ) -> Submitted:
-        """Build the named template's graph and submit it; the seed comes back."""
-        admitted: list[Counters] = []
-
-        def admit() -> dict[str, Any]:
-            rendered = render_template(name, params)
-            result, environments = self._validate(rendered.graph, None)
-            admission = self._admit(caller, rendered.graph, result, environments, None)
-            admitted.append(admission.counters)
-            accepted = TemplateJobAccepted(
-                **_accepted(admission, base_url).model_dump(), seed=rendered.seed
-            )
-            return accepted.model_dump(mode="json", by_alias=True)
-
-        body = params.model_dump(mode="json", exclude_unset=True)
-        path = f"/v1/workflows/{name}"
-        data, replayed = self._once(caller, idempotency_key, path, body, admit, lambda_context)
-        return Submitted(TemplateJobAccepted.model_validate(data), _last(admitted), replayed)
-
-    def _validate(self, graph: Any, manifest: Any) -> tuple[ValidationResult, list[str] | None]:
+    def validate(
+        self, graph: Any, manifest: Any, *, ignore: Collection[tuple[str, str]] = ()
+    ) -> tuple[ValidationResult, list[str] | None]:
         """The workflow checked against the catalogues of the environments in service, and
-        those of them that have all its classes when not all do (None: any node)."""
+        those of them that have all its classes when not all do (None: any node).
+
+        Errors at the (node id, input) of ``ignore`` are not held against it (a deployment's
+        inputs whose values come with each run)."""
         fleet = self.catalogue.fleet()
         result = validate_workflow(
             graph,
@@ -146,33 +146,17 @@ class JobsService:
             catalogue=fleet.union if fleet is not None else None,
             manifest=manifest,
         )
-        if result.ok and fleet is not None:
+        errors = [e for e in result.errors if (e.node_id or "", e.input or "") not in ignore]
+        if not errors and fleet is not None:
             _refuse(fleet.placement_errors(graph))
             environments = fleet.environments_for(list(workflow_classes(graph)))
             return result, sorted(environments) if environments is not None else None
-        if any(error.code is ErrorCode.TOO_LARGE for error in result.errors):
-            raise PayloadTooLarge(result.errors[0].message, [e.to_dict() for e in result.errors])
-        _refuse(result.errors)
+        if any(error.code is ErrorCode.TOO_LARGE for error in errors):
+            raise PayloadTooLarge(errors[0].message, [e.to_dict() for e in errors])
+        _refuse(errors)
         return result, None
 
-    def _admit(
-        self,
-        caller: Caller,
-        graph: dict[str, Any],
-        result: ValidationResult,
-        environments: list[str] | None,
-        submission: JobSubmission | None,
-    ) -> Admission:
-        request = JobRequest(
-            workflow=graph,
-            models=[ref.to_dict() for ref in result.models],
-            webhook_url=submission.webhook_url if submission else None,
-            metadata=submission.metadata if submission else None,
-            environments=environments,
-        )
-        return self.dispatcher.submit(caller.account_id, caller.tier, caller.limits, request)
-
-    def _once(
+    def once(
         self,
         caller: Caller,
         key: str | None,
@@ -181,7 +165,7 @@ class JobsService:
         admit: Callable[[], dict[str, Any]],
         lambda_context: Any,
     ) -> tuple[dict[str, Any], bool]:
-        """Run ``admit`` — once per Idempotency-Key when one is given."""
+        """Run ``admit`` — once per Idempotency-Key when one is given; (its answer, replayed)."""
         if key is None:
             return admit(), False
         check_idempotency_key(key)
@@ -307,7 +291,7 @@ class JobsService:
         return usage, counters
 
 
-def _accepted(admission: Admission, base_url: str) -> JobAccepted:
+def accepted_body(admission: Admission, base_url: str) -> JobAccepted:
     job = admission.job
     return JobAccepted(
         job_id=job.job_id,
@@ -318,7 +302,7 @@ def _accepted(admission: Admission, base_url: str) -> JobAccepted:
     )
 
 
-def _last(items: list[Counters]) -> Counters | None:
+def last_counters(items: list[Counters]) -> Counters | None:
     return items[-1] if items else None
 
 

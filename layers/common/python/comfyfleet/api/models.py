@@ -110,6 +110,11 @@ class JobAccepted(BaseModel):
     links: JobLinks
 
 
+class DeploymentRef(BaseModel):
+    name: str
+    version: int
+
+
 class TemplateJobAccepted(JobAccepted):
     seed: int = Field(description="The noise seed used (drawn when not given).")
 
@@ -165,6 +170,7 @@ class JobView(BaseModel):
     cancel_requested: bool = False
     webhook: WebhookStatus | None = None
     metadata: dict[str, Any] | None = None
+    deployment: DeploymentRef | None = Field(None, description="The deployment it ran from.")
     links: JobLinks
 
 

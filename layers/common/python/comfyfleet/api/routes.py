@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 
 import comfyfleet
-from comfyfleet.api.jobs import Submitted
+from comfyfleet.api.deployment_routes import register_deployment_routes
 from comfyfleet.api.models import (
     AccountCreate,
     AccountCreated,
@@ -41,19 +41,17 @@ from comfyfleet.api.models import (
     iso,
 )
 from comfyfleet.api.node_classes import CACHE_CONTROL, etag_matches
-from comfyfleet.api.routing import RouteHost
+from comfyfleet.api.routing import (
+    READ_ERRORS,
+    SUBMIT_ERRORS,
+    IdempotencyKey,
+    RouteHost,
+    accepted,
+)
 from comfyfleet.catalogues import CatalogueDocument
 from comfyfleet.domain import JobState
 from comfyfleet.templates import TEMPLATES, Template
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Repeat a submit safely: the same key and body within 24 hours return the "
-        "same job; the same key with another body is 409 idempotency_conflict.",
-    ),
-]
 IfNoneMatch = Annotated[
     str | None,
     Header(
@@ -91,8 +89,6 @@ CATALOGUE_RESPONSES: dict[int, Any] = {
     },
     304: {"description": "Not modified: the If-None-Match ETag is still current."},
 }
-SUBMIT_ERRORS = (400, 401, 403, 409, 413, 429, 503)
-READ_ERRORS = (401, 403, 404, 503)
 
 
 def register_routes(api: RouteHost) -> None:
@@ -101,18 +97,8 @@ def register_routes(api: RouteHost) -> None:
     _register_node_classes(api)
     for template in TEMPLATES.values():
         _register_template(api, template)
+    register_deployment_routes(api)
     _register_admin(api)
-
-
-def _accepted(api: RouteHost, submitted: Submitted) -> Response[Any]:
-    scope = api.scope
-    scope.counters = submitted.counters
-    scope.replayed = submitted.replayed
-    return Response(
-        status_code=202,
-        content_type=content_types.APPLICATION_JSON,
-        body=submitted.accepted,
-    )
 
 
 def _register_public(api: RouteHost) -> None:
@@ -151,7 +137,7 @@ def _register_submit(api: RouteHost) -> None:
             idempotency_key=idempotency_key,
             lambda_context=scope.lambda_context,
         )
-        return _accepted(api, submitted)
+        return accepted(api, submitted)
 
 
 def _register_job_reads(api: RouteHost) -> None:
@@ -280,7 +266,7 @@ def _register_template(api: RouteHost, template: Template) -> None:
 
     def submit_template(params: Any, idempotency_key: str | None = None) -> Any:
         scope = api.scope
-        submitted = api.jobs.submit_template(
+        submitted = api.deployments.run_template(
             api.caller,
             name,
             params,
@@ -288,7 +274,7 @@ def _register_template(api: RouteHost, template: Template) -> None:
             idempotency_key=idempotency_key,
             lambda_context=scope.lambda_context,
         )
-        return _accepted(api, submitted)
+        return accepted(api, submitted)
 
     # The body's model differs per template; Powertools reads it from the annotations.
     submit_template.__annotations__ = {

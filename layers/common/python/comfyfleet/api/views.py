@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from comfyfleet.api.models import (
+    DeploymentRef,
     JobError,
     JobLinks,
     JobView,
@@ -46,8 +47,18 @@ def job_view(job: Job, base_url: str, queue_position: int | None = None) -> JobV
         cancel_requested=job.cancel_requested,
         webhook=_webhook(job),
         metadata=job.metadata,
+        deployment=_deployment(job.deployment),
         links=job_links(base_url, job.job_id),
     )
+
+
+def _deployment(value: Any) -> DeploymentRef | None:
+    if not isinstance(value, dict):
+        return None
+    name, version = value.get("name"), value.get("version")
+    if not isinstance(name, str) or not isinstance(version, int):
+        return None
+    return DeploymentRef(name=name, version=version)
 
 
 def _number(value: Any) -> float | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from comfyfleet.api.admin import AdminService
 from comfyfleet.api.auth import KeyAuthorizer
+from comfyfleet.api.deployments import DeploymentsService
 from comfyfleet.api.http import HttpApi
 from comfyfleet.api.idempotency import IdempotentSubmits, MemoryPersistenceLayer
 from comfyfleet.api.jobs import JobsService
@@ -86,8 +87,14 @@ def build_api(
         fixed_queues=fixed_queues,
         clock=clock,
     )
+    deployments = DeploymentsService(stores=stores, jobs=jobs, clock=clock)
     return HttpApi(
-        settings=settings, jobs=jobs, admin=admin, node_classes=node_classes, metrics=metrics
+        settings=settings,
+        jobs=jobs,
+        admin=admin,
+        node_classes=node_classes,
+        deployments=deployments,
+        metrics=metrics,
     )
 
 
