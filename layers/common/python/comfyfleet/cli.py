@@ -15,6 +15,7 @@ from typing import Any
 from comfyfleet import __version__
 from comfyfleet.cli_client import add_client_commands
 from comfyfleet.cli_common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CliError, read_json
+from comfyfleet.cli_deployments import add_deployment_commands
 from comfyfleet.dev.command import add_dev_command
 from comfyfleet.environment.command import add_node_command
 from comfyfleet.sim.cli import add_parser as add_sim_command
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_agent(commands)
     add_dev_command(commands)
     add_client_commands(commands)
+    add_deployment_commands(commands)
     add_sim_command(commands)
     add_node_command(commands)
     return parser

@@ -46,12 +46,12 @@ def resolve_endpoint(args: argparse.Namespace, *, admin: bool) -> tuple[str, str
     return url, key
 
 
-def _client(args: argparse.Namespace, *, admin: bool = False) -> Client:
+def api_client(args: argparse.Namespace, *, admin: bool = False) -> Client:
     url, key = resolve_endpoint(args, admin=admin)
     return Client(url, key)
 
 
-def _print(document: Any) -> None:
+def print_json(document: Any) -> None:
     print(json.dumps(document, indent=2))
 
 
@@ -127,34 +127,34 @@ def _finish(client: Client, job: JSON, out: Path | None) -> JSON:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     document = read_json(args.file)
-    with _client(args) as client:
+    with api_client(args) as client:
         accepted = client.submit(document, webhook_url=args.webhook)
         if not args.wait and args.out is None:
-            _print(accepted)
+            print_json(accepted)
             return EXIT_OK
         print(accepted["job_id"], file=sys.stderr)
-        (job,) = follow(client, [accepted["job_id"]], out=_out(args))
+        (job,) = follow(client, [accepted["job_id"]], out=out_dir(args))
     return EXIT_OK if job.get("status") == "completed" else EXIT_FAILED
 
 
-def _out(args: argparse.Namespace) -> Path | None:
+def out_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.out) if args.out else None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        _print(client.get(args.job_id))
+    with api_client(args) as client:
+        print_json(client.get(args.job_id))
     return EXIT_OK
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        jobs = follow(client, args.job_ids, out=_out(args))
+    with api_client(args) as client:
+        jobs = follow(client, args.job_ids, out=out_dir(args))
     return EXIT_OK if all(job.get("status") == "completed" for job in jobs) else EXIT_FAILED
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with api_client(args) as client:
         job = client.cancel(args.job_id)
     pending = job.get("cancel_requested") and job["status"] not in TERMINAL
     print(f"{job['job_id']} {job['status']}" + (" (cancel requested)" if pending else ""))
@@ -162,7 +162,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with api_client(args) as client:
         page = client.list(status=args.status, limit=args.limit)
     for job in page.get("jobs", []):
         images = len((job.get("outputs") or {}).get("images") or [])
@@ -173,31 +173,31 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        _print(client.usage())
+    with api_client(args) as client:
+        print_json(client.usage())
     return EXIT_OK
 
 
 def cmd_accounts_create(args: argparse.Namespace) -> int:
-    with _client(args, admin=True) as client:
+    with api_client(args, admin=True) as client:
         account = client.create_account(tier=args.tier, name=args.name)
         if args.with_key:
             account["api_key"] = client.create_key(
                 account["account_id"], scopes=("jobs",), name=args.name or "default"
             )["api_key"]
-    _print(account)
+    print_json(account)
     return EXIT_OK
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     scopes = tuple(part.strip() for part in args.scopes.split(",") if part.strip())
-    with _client(args, admin=True) as client:
-        _print(client.create_key(args.account, scopes=scopes, name=args.name))
+    with api_client(args, admin=True) as client:
+        print_json(client.create_key(args.account, scopes=scopes, name=args.name))
     return EXIT_OK
 
 
 def cmd_keys_ls(args: argparse.Namespace) -> int:
-    with _client(args, admin=True) as client:
+    with api_client(args, admin=True) as client:
         keys = client.list_keys(args.account).get("keys", [])
     for key in keys:
         revoked = f"revoked {key['revoked_at']}" if key.get("revoked_at") else "active"
@@ -206,13 +206,13 @@ def cmd_keys_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    with _client(args, admin=True) as client:
-        _print(client.revoke_key(args.key_id))
+    with api_client(args, admin=True) as client:
+        print_json(client.revoke_key(args.key_id))
     return EXIT_OK
 
 
 def cmd_nodes_ls(args: argparse.Namespace) -> int:
-    with _client(args, admin=True) as client:
+    with api_client(args, admin=True) as client:
         nodes = client.nodes().get("nodes", [])
     for node in nodes:
         job = node.get("current_job") or "-"
@@ -224,12 +224,12 @@ def cmd_nodes_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes_drain(args: argparse.Namespace) -> int:
-    with _client(args, admin=True) as client:
-        _print(client.drain_node(args.node_id))
+    with api_client(args, admin=True) as client:
+        print_json(client.drain_node(args.node_id))
     return EXIT_OK
 
 
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """API errors and timeouts end the command with exit code 1, unreachable APIs with 2."""
 
     def run(args: argparse.Namespace) -> int:
@@ -249,8 +249,8 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     return run
 
 
-def add_client_commands(commands: Any) -> None:
-    """Register the API commands on the ``comfyfleet`` parser's subcommands."""
+def endpoint_options() -> argparse.ArgumentParser:
+    """The parent parser of every API command: where to call, with which key."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("endpoint")
     group.add_argument("--api-url", help="API base URL (env COMFYFLEET_API_URL)")
@@ -258,11 +258,19 @@ def add_client_commands(commands: Any) -> None:
     group.add_argument(
         "--state-dir", default=DEFAULT_STATE_DIR, help="the dev stack's folder (dev.json)"
     )
+    return common
 
-    def add(parent: Any, name: str, help_text: str, run: Callable[..., int]) -> Any:
-        parser = parent.add_parser(name, help=help_text, parents=[common])
-        parser.set_defaults(handler=_guarded(run))
-        return parser
+
+def api_command(parent: Any, name: str, help_text: str, run: Callable[..., int]) -> Any:
+    """A subcommand that calls the API (its errors handled by :func:`guarded`)."""
+    parser = parent.add_parser(name, help=help_text, parents=[endpoint_options()])
+    parser.set_defaults(handler=guarded(run))
+    return parser
+
+
+def add_client_commands(commands: Any) -> None:
+    """Register the API commands on the ``comfyfleet`` parser's subcommands."""
+    add = api_command
 
     submit = add(commands, "submit", "submit a workflow (or a POST /v1/jobs body)", cmd_submit)
     submit.add_argument("file", metavar="FILE", help="workflow JSON file, or - for stdin")

@@ -13,9 +13,10 @@ its ``Retry-After`` (``max_retries`` times), as is a 503 of a read; then it is r
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -277,6 +278,67 @@ class Client:
         except requests.RequestException as exc:
             raise ConnectionFailed(f"GET {url.split('?')[0]}: {exc}") from None
         return path
+
+    # -- deployments ----------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        name: str,
+        workflow: Mapping[str, Any],
+        inputs: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        models: Sequence[Mapping[str, Any]] | None = None,
+        description: str | None = None,
+    ) -> JSON:
+        """Save ``workflow`` as the next version of deployment ``name``; ``inputs`` declares
+        each input as {node, input, type, default?, minimum?, maximum?, enum?, description?}."""
+        body: dict[str, Any] = {"name": name, "workflow": dict(workflow)}
+        body["inputs"] = {key: dict(spec) for key, spec in (inputs or {}).items()}
+        if models is not None:
+            body["models"] = [dict(entry) for entry in models]
+        if description is not None:
+            body["description"] = description
+        return self.request("POST", "/v1/deployments", body=body)
+
+    def run(
+        self,
+        name: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        version: int | None = None,
+        webhook_url: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSON:
+        """Run a deployment (yours or a built-in: sd15, sdxl, flux) with values by input name."""
+        body: dict[str, Any] = {"inputs": dict(inputs or {})}
+        for key, value in (("version", version), ("webhook_url", webhook_url)):
+            if value is not None:
+                body[key] = value
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        path = f"/v1/deployments/{quote(name, safe='')}/jobs"
+        return self.request("POST", path, body=body, headers=headers)
+
+    def deployment(self, name: str, *, version: int | None = None) -> JSON:
+        """A deployment with its ``input_schema`` (the newest version, or ``version``)."""
+        path = f"/v1/deployments/{quote(name, safe='')}"
+        return self.request("GET", path, params={"version": version})
+
+    def deployments(self) -> builtins.list[JSON]:
+        """Every deployment you may run: the built-ins, then yours by name (all pages)."""
+        listed: builtins.list[JSON] = []
+        cursor: str | None = None
+        while True:
+            page = self.request("GET", "/v1/deployments", params={"limit": 100, "cursor": cursor})
+            listed.extend(page.get("deployments", []))
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return listed
+
+    def delete_deployment(self, name: str) -> JSON:
+        return self.request("DELETE", f"/v1/deployments/{quote(name, safe='')}")
 
     # -- admin (a key with the admin scope) ---------------------------------------------------
 
