@@ -8,7 +8,7 @@ values (or the defaults) there and changes nothing else in the graph.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -160,4 +160,3 @@ class DeploymentSummary:
     created_at: float
     updated_at: float
     description: str = ""
-    inputs: list[str] = field(default_factory=list)

@@ -104,7 +104,6 @@ class DynamoDeploymentStore:
             "created_at": n(created),
             "updated_at": n(stored.created_at),
             "description": s(stored.description),
-            "inputs": as_json(list(stored.inputs)),
         }
         put: dict[str, Any] = {"TableName": self.table, "Item": item}
         if head is None:
@@ -279,5 +278,4 @@ def _summary_from(item: Item) -> DeploymentSummary:
         created_at=get_n(item, "created_at") or 0.0,
         updated_at=get_n(item, "updated_at") or 0.0,
         description=get_s(item, "description") or "",
-        inputs=get_json(item, "inputs") or [],
     )

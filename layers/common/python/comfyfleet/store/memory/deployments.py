@@ -61,7 +61,6 @@ class MemoryDeploymentStore:
             created_at=head.created_at,
             updated_at=newest.created_at,
             description=newest.description,
-            inputs=list(newest.inputs),
         )
 
     def delete(self, account_id: str, name: str) -> int:
