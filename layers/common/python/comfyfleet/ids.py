@@ -27,6 +27,14 @@ def ulid(now: float | None = None) -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
+def ulid_time(value: str) -> float:
+    """The epoch seconds a ULID carries (its first 10 characters, milliseconds)."""
+    ms = 0
+    for char in value[:10]:
+        ms = ms * 32 + _CROCKFORD.index(char.upper())
+    return ms / 1000
+
+
 def reset() -> None:
     """Start the monotonic state afresh, as a new process would: a SnapStart copy must not
     continue the snapshot's sequence (every copy would continue the same one)."""

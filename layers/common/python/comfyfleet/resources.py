@@ -93,6 +93,30 @@ JOBS = Table(
             Attribute("completed_at", "N"),
             projection="KEYS_ONLY",
         ),
+        # Every job by the day it was created, for the operator's list of all accounts' jobs
+        # (newest first, a day's partition at a time); the small fields a list shows only.
+        Index(
+            "by_day",
+            Attribute("created_day"),
+            Attribute("job_id"),
+            projection="INCLUDE",
+            include=(
+                "account_id",
+                "state",
+                "created_at",
+                "started_at",
+                "completed_at",
+                "progress",
+                "outputs",
+                "error",
+                "attempt",
+                "cancel_requested",
+                "webhook",
+                "metadata",
+                "deployment",
+                "tier",
+            ),
+        ),
         # Live jobs (in the ring or running) carry live_account; sparse, bounded by the ring
         # slots and concurrency of all accounts: the reaper scans it for lost leases and sends.
         Index(

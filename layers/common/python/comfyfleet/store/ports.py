@@ -115,6 +115,13 @@ class JobStore(Protocol):
         self, account_id: str, *, state: JobState | None, limit: int, cursor: str | None
     ) -> Page: ...
 
+    def list_all(
+        self, *, state: JobState | None, limit: int, cursor: str | None, now: float
+    ) -> Page:
+        """Every account's jobs, newest first (the operator's view), back to the history's
+        retention."""
+        ...
+
     def claim(
         self,
         message: RingMessage,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from comfyfleet.domain import Job, JobState
 from comfyfleet.errors import StorageError
+from comfyfleet.ids import ulid_time
 
 Item = dict[str, dict[str, Any]]
 
@@ -89,6 +91,12 @@ _OPTIONAL_JSON = (
 )
 
 
+def created_day(timestamp: float) -> str:
+    """The by_day index's partition for a moment: its UTC date. A job's is the moment its
+    id carries, so a cursor's id names its day."""
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
 def is_live(job: Job) -> bool:
     """In the ring or running: the jobs the live index holds."""
     return job.state is JobState.RUNNING or (job.state is JobState.QUEUED and job.in_ring)
@@ -106,6 +114,7 @@ def job_to_item(job: Job) -> Item:
         "in_ring": flag(job.in_ring),
         "attempt": n(job.attempt),
         "cancel_requested": flag(job.cancel_requested),
+        "created_day": s(created_day(ulid_time(job.job_id))),  # the by_day index's key
     }
     for name in _OPTIONAL_TEXT:
         value = getattr(job, name)

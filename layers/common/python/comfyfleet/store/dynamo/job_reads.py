@@ -9,10 +9,12 @@ from botocore.exceptions import ClientError
 
 from comfyfleet.domain import Job, JobState
 from comfyfleet.errors import JobNotFound, StorageError
+from comfyfleet.ids import ulid_time
 from comfyfleet.store.dynamo.codec import (
     EVENT_PENDING,
     as_json,
     call,
+    created_day,
     error_code,
     get_bool,
     get_n,
@@ -57,6 +59,50 @@ class JobReads(JobTable):
             request["Limit"] = limit - len(jobs)
         next_cursor = encode_cursor(jobs[-1].job_id) if last is not None and jobs else None
         return Page(jobs=jobs, cursor=next_cursor)
+
+    def list_all(
+        self, *, state: JobState | None, limit: int, cursor: str | None, now: float
+    ) -> Page:
+        """The by_day index, a day at a time from the cursor's day (or today) back. A page
+        filled exactly gets a cursor though nothing may follow (the next page is empty)."""
+        after = decode_cursor(cursor) if cursor else None
+        day = ulid_time(after) if after else now
+        oldest = now - self.retention - 86400
+        jobs: list[Job] = []
+        while day >= oldest and len(jobs) < limit:
+            jobs.extend(self._day_page(created_day(day), state, limit - len(jobs), after))
+            day -= 86400
+            after = None
+        next_cursor = encode_cursor(jobs[-1].job_id) if len(jobs) >= limit else None
+        return Page(jobs=jobs, cursor=next_cursor)
+
+    def _day_page(
+        self, day: str, state: JobState | None, limit: int, after: str | None
+    ) -> list[Job]:
+        """Up to ``limit`` of one day's jobs, newest first, after ``after``."""
+        request: dict[str, Any] = {
+            "TableName": self.jobs,
+            "IndexName": "by_day",
+            "KeyConditionExpression": "created_day = :d",
+            "ExpressionAttributeValues": {":d": s(day)},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if state is not None:
+            request["FilterExpression"] = "#state = :state"
+            request["ExpressionAttributeNames"] = {"#state": "state"}
+            request["ExpressionAttributeValues"][":state"] = s(state.value)
+        if after is not None:
+            request["ExclusiveStartKey"] = {"created_day": s(day), "job_id": s(after)}
+        jobs: list[Job] = []
+        while True:
+            response = call("list all jobs", self.db.query, **request)
+            jobs.extend(job_from_item(item) for item in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if last is None or len(jobs) >= limit:
+                return jobs[:limit]
+            request["ExclusiveStartKey"] = last
+            request["Limit"] = limit - len(jobs)
 
     def clear_event_pending(self, job_id: str) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from comfyfleet.domain import Job, JobState
@@ -16,10 +17,21 @@ class JobReads(JobTable):
     def list_for_account(
         self, account_id: str, *, state: JobState | None, limit: int, cursor: str | None
     ) -> Page:
+        return self._page(lambda job: job.account_id == account_id, state, limit, cursor)
+
+    def list_all(
+        self, *, state: JobState | None, limit: int, cursor: str | None, now: float
+    ) -> Page:
+        oldest = now - self.m.settings.history_retention_days * 86400 - 86400
+        return self._page(lambda job: job.created_at >= oldest, state, limit, cursor)
+
+    def _page(
+        self, keep: Callable[[Job], bool], state: JobState | None, limit: int, cursor: str | None
+    ) -> Page:
         with self.m.lock:
             after = decode_cursor(cursor) if cursor else None
             mine = sorted(
-                (j for j in self.m.jobs.values() if j.account_id == account_id),
+                (j for j in self.m.jobs.values() if keep(j)),
                 key=lambda j: j.job_id,
                 reverse=True,
             )
