@@ -19,7 +19,7 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from comfyfleet.api.auth import AUTHORIZATION
-from comfyfleet.api.context import PUBLIC_PATHS
+from comfyfleet.api.context import PUBLIC_PATHS, PUBLIC_PREFIXES
 from comfyfleet.api.http import BODY_ALLOWANCE_BYTES
 from comfyfleet_cdk.config import DeploymentConfig
 from comfyfleet_cdk.functions import retention
@@ -142,6 +142,9 @@ class Api(Construct):
             if parent is not None and parent is not root and not parent.get_resource("{proxy+}"):
                 # A sibling of a public path still reaches the API, behind the authorizer.
                 parent.add_resource("{proxy+}").add_method("ANY", integration, **guarded)
+        for prefix in PUBLIC_PREFIXES:  # the console's assets, as public as its page
+            resource = root.resource_for_path(prefix.rstrip("/"))
+            resource.add_resource("{proxy+}").add_method("GET", integration, **public)
 
     def _gateway_responses(self) -> None:
         """Refusals by the gateway itself, in the API's one error shape (functions/authorizer)."""

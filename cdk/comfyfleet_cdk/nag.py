@@ -6,7 +6,7 @@ these are the rest, on the narrowest construct that raises them.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from aws_cdk import Acknowledgment, Validations
 from constructs import IConstruct
@@ -76,22 +76,33 @@ def acknowledge(stack: Deployment) -> None:
         )
 
     if stack.api is not None:
-        rest = stack.api.rest_api
+        _acknowledge_api(stack.api.rest_api)
+
+
+def _acknowledge_api(rest: Any) -> None:
+    """The REST API's findings: its callers are API keys, a few paths are public."""
+    _ack(
+        rest,
+        "COG4",
+        "Callers are API users with API keys, resolved by the REQUEST authorizer "
+        "(hashed keys in DynamoDB, DESIGN §10), not Cognito users",
+    )
+    public = {
+        "/v1/health": "health checks",
+        "/doc": "the API's documentation",
+        "/console": "the web console's page (it calls /v1 with the user's key)",
+        "/console/{proxy+}": "the web console's scripts and styles",
+        "/admin": "a redirect to the web console",
+    }
+    for path, what in public.items():
+        method = rest.root.resource_for_path(path).node.find_child("GET")
+        _ack(method, "APIG4", f"{path} is public by design: {what}")
+    role = rest.node.try_find_child("CloudWatchRole")
+    if role is not None:
         _ack(
-            rest,
-            "COG4",
-            "Callers are API users with API keys, resolved by the REQUEST authorizer "
-            "(hashed keys in DynamoDB, DESIGN §10), not Cognito users",
+            role,
+            "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonAPIGatewayPushToCloudWatchLogs]",
+            "API Gateway's account-wide logging role uses AWS's own policy for exactly "
+            "this (AmazonAPIGatewayPushToCloudWatchLogs)",
         )
-        for path in ("/v1/health", "/doc"):
-            method = rest.root.resource_for_path(path).node.find_child("GET")
-            _ack(method, "APIG4", f"{path} is public by design: health checks and API docs")
-        role = rest.node.try_find_child("CloudWatchRole")
-        if role is not None:
-            _ack(
-                role,
-                "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                "AmazonAPIGatewayPushToCloudWatchLogs]",
-                "API Gateway's account-wide logging role uses AWS's own policy for exactly "
-                "this (AmazonAPIGatewayPushToCloudWatchLogs)",
-            )

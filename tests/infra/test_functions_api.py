@@ -170,7 +170,7 @@ def test_every_route_is_proxied_to_the_api_alias_and_only_public_paths_skip_the_
             assert properties["AuthorizationType"] == "CUSTOM"
             assert properties["HttpMethod"] == "ANY"
             assert path == "{proxy+}"
-    assert public == {"health", "doc"}
+    assert public == {"health", "doc", "console", "admin", "{proxy+}"}  # {proxy+}: /console/*
 
 
 def test_stage_throttles_logs_access_and_traces(synthesised: Synthesised) -> None:

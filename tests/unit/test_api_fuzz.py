@@ -21,6 +21,7 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 # Every route as (method, rule); <…> is filled by the strategy for that parameter.
 ROUTES = (
     ("GET", "/v1/health"),
+    ("GET", "/v1/me"),
     ("POST", "/v1/jobs"),
     ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/<job_id>"),
@@ -41,11 +42,16 @@ ROUTES = (
     ("POST", "/v1/admin/keys"),
     ("GET", "/v1/admin/keys"),
     ("DELETE", "/v1/admin/keys/<key_id>"),
+    ("GET", "/v1/admin/jobs"),
+    ("GET", "/v1/admin/jobs/<job_id>"),
     ("GET", "/v1/admin/nodes"),
     ("POST", "/v1/admin/nodes/<node_id>/drain"),
     ("DELETE", "/v1/admin/nodes/<node_id>"),
     ("GET", "/v1/admin/queues"),
     ("GET", "/doc"),
+    ("GET", "/console"),
+    ("GET", "/console/<name>"),
+    ("GET", "/admin"),
 )
 QUERY_NAMES = ("status", "limit", "cursor", "account_id", "format", "version", "x")
 VALUES = ("queued", "running", "completed", "1", "100", "0", "-1", "json", "acct_x", "")
@@ -212,7 +218,7 @@ def assert_well_formed(response: LocalResponse, path: str) -> None:
         assert isinstance(error["code"], str) and error["code"]
         assert isinstance(error["message"], str)
         assert error["request_id"] == response.header("X-Request-Id")
-    elif not path.startswith("/doc"):
+    elif not path.startswith(("/doc", "/console")):  # pages and scripts, not JSON
         json.loads(response.body or b"null")
 
 

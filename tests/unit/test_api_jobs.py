@@ -297,3 +297,16 @@ def test_links_use_the_configured_public_url() -> None:
     body = client.post("/v1/jobs", {"prompt": basic_graph()}).json()
 
     assert body["links"]["self"] == f"https://api.example.com/v1/jobs/{body['job_id']}"
+
+
+def test_the_preview_as_json_is_200_with_a_null_link_until_a_frame_exists(app: MemoryApi) -> None:
+    client = app.client(app.account())
+    job_id = submit(client)
+
+    before = client.get(f"/v1/jobs/{job_id}/preview", query="redirect=false")
+    app.world.objects.put(app.world.settings.output_bucket_name, preview_key(job_id, "png"), b"x")
+    after = client.get(f"/v1/jobs/{job_id}/preview", query="redirect=false")
+
+    assert before.status == 200 and before.json() == {"url": None, "expires_in_seconds": 0}
+    assert after.status == 200 and f"previews/{job_id}/latest.png" in after.json()["url"]
+    assert after.header("Location") is None and after.header("Cache-Control") == "no-store"

@@ -162,6 +162,11 @@ class Settings(BaseSettings):
         default_factory=lambda: ["huggingface.co", "civitai.com"],
         description="Hosts (and their subdomains) that model and image URLs may name.",
     )
+    console_media_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["https://*.amazonaws.com", "https://*.cloudfront.net"],
+        description="Where the console may show images, video and sound from (its CSP): "
+        "the outputs' S3 links and CDN; add a custom CDN domain here.",
+    )
     model_bucket: str = Field(
         "",
         description="The deployment's S3 model mirror; s3:// URLs in it are allowed. "
@@ -269,7 +274,7 @@ class Settings(BaseSettings):
             return {**DEFAULT_MODEL_SIZES, **value}
         return value
 
-    @field_validator("model_hosts", "denied_class_types", mode="before")
+    @field_validator("model_hosts", "denied_class_types", "console_media_origins", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

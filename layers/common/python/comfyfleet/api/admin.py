@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from comfyfleet.api.errors import InvalidRequest
-from comfyfleet.api.inputs import is_account_id, is_key_id, is_node_id
+from comfyfleet.api.inputs import is_account_id, is_job_id, is_key_id, is_node_id
 from comfyfleet.api.models import (
     AccountCreate,
     AccountCreated,
+    JobList,
+    JobView,
     KeyCreate,
     KeyCreated,
     KeyList,
@@ -22,10 +24,10 @@ from comfyfleet.api.models import (
     iso,
 )
 from comfyfleet.api.queue_stats import QueueInspector, QueueRef
-from comfyfleet.api.views import key_view, node_view
+from comfyfleet.api.views import job_view, key_view, node_view
 from comfyfleet.clock import Clock
-from comfyfleet.domain import NodeInfo, NodeStatus
-from comfyfleet.errors import AccountNotFound, KeyNotFound, NodeNotFound
+from comfyfleet.domain import JobState, NodeInfo, NodeStatus
+from comfyfleet.errors import AccountNotFound, JobNotFound, KeyNotFound, NodeNotFound
 from comfyfleet.scheduling import Dispatcher
 from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
@@ -106,6 +108,34 @@ class AdminService:
         if not is_key_id(key_id):
             raise KeyNotFound(key_id[:64])
         return key_view(self.stores.keys.revoke(key_id, now=self.clock.now()))
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def jobs(
+        self,
+        *,
+        state: JobState | None,
+        account_id: str | None,
+        limit: int,
+        cursor: str | None,
+        base_url: str,
+    ) -> JobList:
+        """Every account's jobs newest first, or one account's."""
+        if account_id is not None:
+            page = self.stores.jobs.list_for_account(
+                self._account_id(account_id), state=state, limit=limit, cursor=cursor
+            )
+        else:
+            page = self.stores.jobs.list_all(
+                state=state, limit=limit, cursor=cursor, now=self.clock.now()
+            )
+        return JobList(jobs=[job_view(job, base_url) for job in page.jobs], next_cursor=page.cursor)
+
+    def job(self, job_id: str, *, base_url: str) -> JobView:
+        """Any account's job."""
+        if not is_job_id(job_id):
+            raise JobNotFound(job_id[:64])
+        return job_view(self.stores.jobs.get(job_id), base_url)
 
     # -- nodes ---------------------------------------------------------------------------------
 

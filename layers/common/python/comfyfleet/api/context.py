@@ -16,8 +16,12 @@ from comfyfleet.domain import Counters, Limits, Scope
 from comfyfleet.settings import Settings
 
 # Paths anyone may call: the deployment gives them no authorizer (see functions/authorizer).
-PUBLIC_PATHS = frozenset({"/v1/health", "/doc"})
+PUBLIC_PATHS = frozenset({"/v1/health", "/doc", "/console", "/admin"})
+# The console's assets are as public as its page: every datum comes from /v1 with a key.
+PUBLIC_PREFIXES = ("/console/",)
 ADMIN_PREFIX = "/v1/admin"
+# Paths any valid key may call, whatever its scopes: what the key itself is.
+SELF_PATHS = frozenset({"/v1/me"})
 _SCOPES = {scope.value: scope for scope in Scope}
 
 
@@ -85,14 +89,22 @@ def _limits(text: Any, tier: str, settings: Settings) -> Limits:
     return Limits.of(settings.tier(tier))
 
 
-def required_scope(path: str) -> Scope | None:
-    """The scope a path needs; None for the public ones."""
-    path = path.rstrip("/") or "/"
-    if path in PUBLIC_PATHS:
+def is_public(path: str) -> bool:
+    """Whether anyone may call ``path`` (no key): the deployment gives it no authorizer."""
+    trimmed = path.rstrip("/") or "/"
+    return trimmed in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def required_scope(path: str) -> frozenset[Scope] | None:
+    """The scopes of which a path needs one; None for the public ones."""
+    if is_public(path):
         return None
+    path = path.rstrip("/") or "/"
+    if path in SELF_PATHS:
+        return frozenset(Scope)
     if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
-        return Scope.ADMIN
-    return Scope.JOBS
+        return frozenset({Scope.ADMIN})
+    return frozenset({Scope.JOBS})
 
 
 def rate_headers(limits: Limits, counters: Counters) -> dict[str, str]:

@@ -191,8 +191,9 @@ class HttpApi:
         if needed is not None:
             if scope.caller is None:
                 raise _Rejected(Unauthorized(UNAUTHORIZED_MESSAGE))
-            if needed not in scope.caller.scopes:
-                raise _Rejected(Forbidden(f"this API key lacks the {needed.value!r} scope"))
+            if needed.isdisjoint(scope.caller.scopes):
+                names = " or ".join(repr(each.value) for each in sorted(needed))
+                raise _Rejected(Forbidden(f"this API key lacks the {names} scope"))
         body = event.get("body")
         if scope.method not in _BODY_METHODS or body is None or body == "":
             return event

@@ -257,12 +257,15 @@ class JobsService:
         event = job_event(job)
         return WebhookReplayed(job_id=job.job_id, event_id=event["id"], type=event["type"])
 
-    def preview(self, caller: Caller, job_id: str) -> PreviewLink:
-        """A short-lived link to the job's latest preview frame; 404 while there is none."""
+    def preview(self, caller: Caller, job_id: str, *, missing_ok: bool = False) -> PreviewLink:
+        """A short-lived link to the job's latest preview frame; while there is none, 404
+        (or, ``missing_ok``, a link of null: a page polling for frames)."""
         job = self.job(caller, job_id)
         bucket = self.settings.output_bucket_name
         latest = latest_preview(self.objects, bucket, job.job_id)
         if latest is None:
+            if missing_ok:
+                return PreviewLink(url=None, expires_in_seconds=0)
             raise ResourceNotFound(f"job {job.job_id} has no preview (yet)")
         url = self.objects.presign_get(bucket, latest.key, seconds=PREVIEW_LINK_SECONDS)
         return PreviewLink(url=url, expires_in_seconds=PREVIEW_LINK_SECONDS)

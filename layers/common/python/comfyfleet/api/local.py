@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from comfyfleet.api.context import PUBLIC_PATHS
+from comfyfleet.api.context import is_public
 
 Handler = Callable[[dict[str, Any], Any], Any]
 Pairs = Mapping[str, str] | Iterable[tuple[str, str]]
@@ -80,7 +80,7 @@ class LocalGateway:
         api_id: str = "local",
         account: str = "000000000000",
         region: str = "us-east-1",
-        public_paths: frozenset[str] = PUBLIC_PATHS,
+        public: Callable[[str], bool] = is_public,
         authorizer_ttl: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -90,7 +90,7 @@ class LocalGateway:
         self.api_id = api_id
         self.account = account
         self.region = region
-        self.public_paths = public_paths
+        self.public = public
         self.authorizer_ttl = authorizer_ttl
         self._monotonic = monotonic
         self._answers: dict[tuple[str, ...], tuple[float, Any]] = {}
@@ -131,7 +131,7 @@ class LocalGateway:
             "requestContext": context,
             **_body(body),
         }
-        if path.rstrip("/") not in self.public_paths:
+        if not self.public(path):
             refused = self._authorize(event, context)
             if refused is not None:
                 return refused

@@ -157,6 +157,7 @@ class WebhookStatus(BaseModel):
 
 class JobView(BaseModel):
     job_id: str
+    account_id: str
     status: JobState
     created_at: str
     started_at: str | None = None
@@ -180,7 +181,7 @@ class JobList(BaseModel):
 
 
 class PreviewLink(BaseModel):
-    url: str
+    url: str | None = Field(description="null (with ?redirect=false) while there is no frame.")
     expires_in_seconds: int
 
 
@@ -212,6 +213,13 @@ class Usage(BaseModel):
     tier: str
     limits: UsageLimits
     current: UsageCounts
+
+
+class Me(BaseModel):
+    account_id: str
+    tier: str
+    scopes: list[Scope] = Field(description="What this key may call: jobs, admin.")
+    key_id: str
 
 
 class Health(BaseModel):

@@ -14,30 +14,22 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 
 import comfyfleet
+from comfyfleet.api.admin_routes import register_admin_routes
+from comfyfleet.api.console_routes import register_console_routes
 from comfyfleet.api.deployment_routes import register_deployment_routes
 from comfyfleet.api.models import (
-    AccountCreate,
-    AccountCreated,
     Health,
     JobAccepted,
     JobList,
     JobSubmission,
     JobView,
-    KeyCreate,
-    KeyCreated,
-    KeyList,
-    KeyView,
-    NodeDrained,
-    NodeList,
-    NodeRemoved,
+    Me,
     PreviewLink,
-    QueueList,
     TemplateInfo,
     TemplateJobAccepted,
     TemplateList,
     Usage,
     WebhookReplayed,
-    WebhookSecretRotated,
     iso,
 )
 from comfyfleet.api.node_classes import CACHE_CONTROL, etag_matches
@@ -98,13 +90,30 @@ def register_routes(api: RouteHost) -> None:
     for template in TEMPLATES.values():
         _register_template(api, template)
     register_deployment_routes(api)
-    _register_admin(api)
+    register_admin_routes(api)
+    register_console_routes(api)
 
 
 def _register_public(api: RouteHost) -> None:
     @api.route("GET", "/v1/health", tags=["meta"], summary="Liveness, version and time (no key)")
     def health() -> Health:
         return Health(version=comfyfleet.__version__, time=iso(api.jobs.clock.now()) or "")
+
+    @api.route(
+        "GET",
+        "/v1/me",
+        errors=(401, 503),
+        tags=["meta"],
+        summary="The calling key: its account, tier and scopes (any scope may ask)",
+    )
+    def me() -> Me:
+        caller = api.caller
+        return Me(
+            account_id=caller.account_id,
+            tier=caller.tier,
+            scopes=sorted(caller.scopes),
+            key_id=caller.key_id,
+        )
 
 
 def _register_jobs(api: RouteHost) -> None:
@@ -184,13 +193,22 @@ def _register_preview(api: RouteHost) -> None:
         tags=["jobs"],
         summary="Redirect to the latest preview frame (a link valid for 60 s)",
     )
-    def job_preview(job_id: str) -> Response[PreviewLink]:
-        link = api.jobs.preview(api.caller, job_id)
+    def job_preview(
+        job_id: str,
+        redirect: Annotated[
+            bool, Query(description="false: 200 with the link as JSON (for a page's <img>).")
+        ] = True,
+    ) -> Response[PreviewLink]:
+        link = api.jobs.preview(api.caller, job_id, missing_ok=not redirect)
+        if not redirect:
+            return Response(
+                200, content_types.APPLICATION_JSON, link, {"Cache-Control": "no-store"}
+            )
         return Response(
             status_code=302,
             content_type=content_types.APPLICATION_JSON,
             body=link,
-            headers={"Location": link.url, "Cache-Control": "no-store"},
+            headers={"Location": link.url or "", "Cache-Control": "no-store"},
         )
 
 
@@ -292,59 +310,3 @@ def _register_template(api: RouteHost, template: Template) -> None:
         summary=f"Submit {template.description}",
         operation_id=f"submit_{name}",
     )(submit_template)
-
-
-def _register_admin(api: RouteHost) -> None:
-    admin = api.admin
-    tags = ["admin"]
-    errors = (400, 401, 403, 404, 503)
-
-    @api.route("POST", "/v1/admin/accounts", status_code=201, errors=errors, tags=tags)
-    def create_account(request: Annotated[AccountCreate, Body()]) -> Response[AccountCreated]:
-        body = admin.create_account(request)
-        return Response(201, content_types.APPLICATION_JSON, body)
-
-    @api.route(
-        "POST",
-        "/v1/admin/accounts/<account_id>/webhook-secret/rotate",
-        errors=errors,
-        tags=tags,
-        summary="New webhook secret; the old one signs too for a grace period",
-    )
-    def rotate_webhook_secret(account_id: str) -> WebhookSecretRotated:
-        return admin.rotate_webhook_secret(account_id)
-
-    @api.route(
-        "POST",
-        "/v1/admin/keys",
-        status_code=201,
-        errors=errors,
-        tags=tags,
-        summary="Create an API key (its value is shown this once)",
-    )
-    def create_key(request: Annotated[KeyCreate, Body()]) -> Response[KeyCreated]:
-        return Response(201, content_types.APPLICATION_JSON, admin.create_key(request))
-
-    @api.route("GET", "/v1/admin/keys", errors=errors, tags=tags, summary="An account's keys")
-    def list_keys(account_id: Annotated[str, Query(min_length=1, max_length=64)]) -> KeyList:
-        return admin.keys(account_id)
-
-    @api.route("DELETE", "/v1/admin/keys/<key_id>", errors=errors, tags=tags, summary="Revoke")
-    def revoke_key(key_id: str) -> KeyView:
-        return admin.revoke_key(key_id)
-
-    @api.route("GET", "/v1/admin/nodes", errors=errors, tags=tags, summary="GPU nodes")
-    def list_nodes() -> NodeList:
-        return admin.nodes()
-
-    @api.route("POST", "/v1/admin/nodes/<node_id>/drain", errors=errors, tags=tags)
-    def drain_node(node_id: str) -> NodeDrained:
-        return admin.drain(node_id)
-
-    @api.route("DELETE", "/v1/admin/nodes/<node_id>", errors=errors, tags=tags)
-    def remove_node(node_id: str) -> NodeRemoved:
-        return admin.remove(node_id)
-
-    @api.route("GET", "/v1/admin/queues", errors=errors, tags=tags, summary="Queue depths, ages")
-    def list_queues() -> QueueList:
-        return admin.queues()

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from comfyfleet.api.jobs import JobsService, Submitted
     from comfyfleet.api.node_classes import NodeClasses
     from comfyfleet.domain import Counters
+    from comfyfleet.settings import Settings
 
 
 IdempotencyKey = Annotated[
@@ -63,6 +64,9 @@ class RouteHost(Protocol):
 
     @property
     def deployments(self) -> DeploymentsService: ...
+
+    @property
+    def settings(self) -> Settings: ...
 
     @property
     def scope(self) -> RequestScope: ...

@@ -34,6 +34,7 @@ def job_view(job: Job, base_url: str, queue_position: int | None = None) -> JobV
     running = job.state is JobState.RUNNING
     return JobView(
         job_id=job.job_id,
+        account_id=job.account_id,
         status=job.state,
         created_at=iso(job.created_at) or "",
         started_at=iso(job.started_at),

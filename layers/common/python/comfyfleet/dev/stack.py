@@ -350,6 +350,7 @@ def banner(info: dict[str, Any]) -> str:
     lines = [
         "comfyfleet dev stack is up",
         f"  API         {api}   (Swagger UI: {api}/doc)",
+        f"  console     {api}/console   (log in with a key below: user or admin)",
         f"  AWS (moto)  {info['moto_url']}",
     ]
     for agent in info["agents"]:
@@ -364,6 +365,8 @@ def banner(info: dict[str, Any]) -> str:
     state = Path(info["state_dir"])
     where = "" if state == Path(DEFAULT_STATE_DIR).resolve() else f" --state-dir {state}"
     lines += [
+        f"  keys        user {key}"
+        + (f"   admin {info['admin_key']}" if "admin_key" in info else ""),
         f"  state       {state}/{STATE_FILE} (keys), logs in {state}/logs",
         "",
         "Try:",
