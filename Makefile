@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CORE_CATALOGUE := layers/common/python/comfyfleet/data/object_info_core.json
 
-.PHONY: install test lint demo bench synth clean
+.PHONY: install browser test lint demo bench synth clean
 
 install: $(INSTALLED)
 
@@ -22,7 +22,20 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+# The console's browser tests drive Debian's Chromium (Playwright's own download is not an
+# option offline): installed here when missing, as root or with sudo.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES); \
+	elif command -v sudo >/dev/null 2>&1; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES); \
+	else \
+		echo "note: the browser tests need Debian's $(BROWSER_PACKAGES) (apt-get install); skipped without them"; \
+	fi
+
+test: lint browser
 	$(BIN)/pytest
 
 demo: $(INSTALLED)
