@@ -17,7 +17,9 @@ import pytest
 
 from comfyfleet.client import Client
 from comfyfleet.dev.launch import RunningStack, launch_dev_stack
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import checkpoint_url, origin, stack_env
+
+__all__ = ["checkpoint_url", "origin"]  # the e2e tier's model host on loopback, shared
 
 pytestmark = pytest.mark.slow
 

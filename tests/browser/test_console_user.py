@@ -170,3 +170,22 @@ def test_a_rate_limited_submit_shows_when_to_retry(
         "rate_limit_exceeded"
     )
     assert "Retry in" in error.text and "Retry-After" in error.text
+
+
+def test_a_running_job_shows_its_progress_and_live_preview_and_is_cancelled(
+    browser: Any, console_url: str, stack: Any, user: Client, checkpoint_url: str
+) -> None:
+    accepted = user.submit_template(
+        "sd15", prompt="slow", checkpoint_url=checkpoint_url, steps=150, width=64, height=64
+    )
+    log_in(browser, console_url, stack.user_key, then=f"#/jobs/{accepted['job_id']}")
+
+    wait_text(browser, "[data-field=status]", "running", timeout=60)
+    wait_for(browser, "progress")
+    preview = wait_for(browser, "img[data-preview]", timeout=30)
+    assert "previews/" in (preview.get_attribute("src") or "")
+    browser.find_element(By.CSS_SELECTOR, "button[data-action=cancel]").click()
+
+    wait_text(browser, "[data-field=status]", "cancelled", timeout=60)
+    assert not browser.find_elements(By.CSS_SELECTOR, "button[data-action=cancel]")
+    assert user.get(accepted["job_id"])["status"] == "cancelled"
