@@ -19,8 +19,8 @@ from comfyfleet.api.deployment_models import (
     DeploymentView,
 )
 from comfyfleet.api.errors import InvalidRequest, InvalidWorkflow
-from comfyfleet.api.jobs import JobSpec, JobsService, Submitted, accepted_body, last_counters
-from comfyfleet.api.models import TemplateJobAccepted, iso
+from comfyfleet.api.jobs import JobSpec, JobsService, Submitted, accepted_body
+from comfyfleet.api.models import JobAccepted, TemplateJobAccepted, iso
 from comfyfleet.catalogue import NodeCatalogue, core_catalogue
 from comfyfleet.clock import Clock
 from comfyfleet.deployments import (
@@ -33,7 +33,6 @@ from comfyfleet.deployments import (
     run_problems,
 )
 from comfyfleet.deployments.builtin import BUILTINS, BuiltinDeployment
-from comfyfleet.domain import Counters
 from comfyfleet.errors import DeploymentNotFound
 from comfyfleet.scheduling import Admission
 from comfyfleet.store import Stores
@@ -143,21 +142,20 @@ class DeploymentsService:
         lambda_context: Any = None,
     ) -> Submitted:
         """Check the values, place them into the graph and submit it as POST /v1/jobs does."""
-        admitted: list[Counters] = []
 
-        def admit() -> dict[str, Any]:
+        def admit() -> tuple[Admission, JobAccepted]:
             admission, ref, seed = self._admit_run(caller, name, request)
-            admitted.append(admission.counters)
-            accepted = DeploymentJobAccepted(
-                **accepted_body(admission, base_url).model_dump(), deployment=ref, seed=seed
-            )
-            return accepted.model_dump(mode="json", by_alias=True)
+            base = accepted_body(admission, base_url).model_dump()
+            return admission, DeploymentJobAccepted(**base, deployment=ref, seed=seed)
 
-        body = request.model_dump(mode="json", exclude_none=True)
-        path = f"/v1/deployments/{name}/jobs"
-        data, replayed = self.jobs.once(caller, idempotency_key, path, body, admit, lambda_context)
-        return Submitted(
-            DeploymentJobAccepted.model_validate(data), last_counters(admitted), replayed
+        return self.jobs.submit_once(
+            caller,
+            DeploymentJobAccepted,
+            admit,
+            path=f"/v1/deployments/{name}/jobs",
+            body=request.model_dump(mode="json", exclude_none=True),
+            idempotency_key=idempotency_key,
+            lambda_context=lambda_context,
         )
 
     def _admit_run(
@@ -202,23 +200,22 @@ class DeploymentsService:
     ) -> Submitted:
         """POST /v1/workflows/{name}: a built-in run with its parameters as the body."""
         builtin = BUILTINS[name]
-        admitted: list[Counters] = []
 
-        def admit() -> dict[str, Any]:
+        def admit() -> tuple[Admission, JobAccepted]:
             rendered = builtin.render(params)
             ref = _ref(builtin.name, builtin.version)
             admission = self.jobs.admit(caller, JobSpec(rendered.graph, deployment=ref))
-            admitted.append(admission.counters)
-            accepted = TemplateJobAccepted(
-                **accepted_body(admission, base_url).model_dump(), seed=rendered.seed
-            )
-            return accepted.model_dump(mode="json", by_alias=True)
+            base = accepted_body(admission, base_url).model_dump()
+            return admission, TemplateJobAccepted(**base, seed=rendered.seed)
 
-        body = params.model_dump(mode="json", exclude_unset=True)
-        path = f"/v1/workflows/{name}"
-        data, replayed = self.jobs.once(caller, idempotency_key, path, body, admit, lambda_context)
-        return Submitted(
-            TemplateJobAccepted.model_validate(data), last_counters(admitted), replayed
+        return self.jobs.submit_once(
+            caller,
+            TemplateJobAccepted,
+            admit,
+            path=f"/v1/workflows/{name}",
+            body=params.model_dump(mode="json", exclude_unset=True),
+            idempotency_key=idempotency_key,
+            lambda_context=lambda_context,
         )
 
 

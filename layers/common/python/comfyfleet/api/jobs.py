@@ -98,9 +98,8 @@ class JobsService:
         lambda_context: Any = None,
     ) -> Submitted:
         """Validate a workflow and admit it: 202's body, or an ApiError/LimitExceeded."""
-        admitted: list[Counters] = []
 
-        def admit() -> dict[str, Any]:
+        def admit() -> tuple[Admission, JobAccepted]:
             spec = JobSpec(
                 graph=submission.prompt,
                 manifest=submission.models,
@@ -108,12 +107,40 @@ class JobsService:
                 metadata=submission.metadata,
             )
             admission = self.admit(caller, spec)
-            admitted.append(admission.counters)
-            return accepted_body(admission, base_url).model_dump(mode="json", by_alias=True)
+            return admission, accepted_body(admission, base_url)
 
-        body = submission.model_dump(mode="json", exclude_none=True)
-        data, replayed = self.once(caller, idempotency_key, "/v1/jobs", body, admit, lambda_context)
-        return Submitted(JobAccepted.model_validate(data), last_counters(admitted), replayed)
+        return self.submit_once(
+            caller,
+            JobAccepted,
+            admit,
+            path="/v1/jobs",
+            body=submission.model_dump(mode="json", exclude_none=True),
+            idempotency_key=idempotency_key,
+            lambda_context=lambda_context,
+        )
+
+    def submit_once(
+        self,
+        caller: Caller,
+        answer: type[JobAccepted],
+        admit: Callable[[], tuple[Admission, JobAccepted]],
+        *,
+        path: str,
+        body: dict[str, Any],
+        idempotency_key: str | None,
+        lambda_context: Any,
+    ) -> Submitted:
+        """Run a submit's ``admit`` once per Idempotency-Key; a replay answers as the first
+        did (read back as ``answer``), with no counters of its own."""
+        admitted: list[Counters] = []
+
+        def run() -> dict[str, Any]:
+            admission, accepted = admit()
+            admitted.append(admission.counters)
+            return accepted.model_dump(mode="json", by_alias=True)
+
+        data, replayed = self.once(caller, idempotency_key, path, body, run, lambda_context)
+        return Submitted(answer.model_validate(data), admitted[-1] if admitted else None, replayed)
 
     def admit(self, caller: Caller, spec: JobSpec) -> Admission:
         """Check a job's fields and workflow and admit it (comfyfleet.scheduling)."""
@@ -303,10 +330,6 @@ def accepted_body(admission: Admission, base_url: str) -> JobAccepted:
         created_at=iso(job.created_at) or "",
         links=job_links(base_url, job.job_id),
     )
-
-
-def last_counters(items: list[Counters]) -> Counters | None:
-    return items[-1] if items else None
 
 
 def _refuse(errors: list[WorkflowError]) -> None:

@@ -41,23 +41,11 @@ class JobReads(JobTable):
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        if state is not None:
-            request["FilterExpression"] = "#state = :state"
-            request["ExpressionAttributeNames"] = {"#state": "state"}
-            request["ExpressionAttributeValues"][":state"] = s(state.value)
         if cursor:
             job_id = decode_cursor(cursor)
             request["ExclusiveStartKey"] = {"account_id": s(account_id), "job_id": s(job_id)}
-        jobs: list[Job] = []
-        while True:  # a filter can leave a page short: keep reading until full or done
-            response = call("list jobs", self.db.query, **request)
-            jobs.extend(job_from_item(item) for item in response.get("Items", []))
-            last = response.get("LastEvaluatedKey")
-            if last is None or len(jobs) >= limit:
-                break
-            request["ExclusiveStartKey"] = last
-            request["Limit"] = limit - len(jobs)
-        next_cursor = encode_cursor(jobs[-1].job_id) if last is not None and jobs else None
+        jobs, more = self._query_jobs(request, state, limit)
+        next_cursor = encode_cursor(jobs[-1].job_id) if more and jobs else None
         return Page(jobs=jobs, cursor=next_cursor)
 
     def list_all(
@@ -88,19 +76,27 @@ class JobReads(JobTable):
             "ScanIndexForward": False,
             "Limit": limit,
         }
+        if after is not None:
+            request["ExclusiveStartKey"] = {"created_day": s(day), "job_id": s(after)}
+        jobs, _ = self._query_jobs(request, state, limit)
+        return jobs
+
+    def _query_jobs(
+        self, request: dict[str, Any], state: JobState | None, limit: int
+    ) -> tuple[list[Job], bool]:
+        """Up to ``limit`` jobs of one query (in ``state``, when given); whether it has more.
+        A filter can leave a page short: it reads on until the page is full or done."""
         if state is not None:
             request["FilterExpression"] = "#state = :state"
             request["ExpressionAttributeNames"] = {"#state": "state"}
             request["ExpressionAttributeValues"][":state"] = s(state.value)
-        if after is not None:
-            request["ExclusiveStartKey"] = {"created_day": s(day), "job_id": s(after)}
         jobs: list[Job] = []
         while True:
-            response = call("list all jobs", self.db.query, **request)
+            response = call("list jobs", self.db.query, **request)
             jobs.extend(job_from_item(item) for item in response.get("Items", []))
             last = response.get("LastEvaluatedKey")
             if last is None or len(jobs) >= limit:
-                return jobs[:limit]
+                return jobs[:limit], last is not None
             request["ExclusiveStartKey"] = last
             request["Limit"] = limit - len(jobs)
 
