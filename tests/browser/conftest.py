@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from comfyfleet.client import Client
 from comfyfleet.dev.launch import RunningStack, launch_dev_stack
-from tests.e2e.conftest import checkpoint_url, origin, stack_env
+from tests.e2e.conftest import admin, checkpoint_url, origin, stack_env, user
 
-__all__ = ["checkpoint_url", "origin"]  # the e2e tier's model host on loopback, shared
+# The e2e tier's model host on loopback and its clients of this module's `stack`.
+__all__ = ["admin", "checkpoint_url", "origin", "user"]
 
 pytestmark = pytest.mark.slow
 
@@ -62,18 +62,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 @pytest.fixture
 def console_url(stack: RunningStack) -> str:
     return stack.api_url + "/console"
-
-
-@pytest.fixture
-def admin(stack: RunningStack) -> Iterator[Client]:
-    with Client(stack.api_url, stack.admin_key) as client:
-        yield client
-
-
-@pytest.fixture
-def user(stack: RunningStack) -> Iterator[Client]:
-    with Client(stack.api_url, stack.user_key) as client:
-        yield client
 
 
 _REFUSED = re.compile(r"status of 4\d\d")
