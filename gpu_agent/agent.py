@@ -9,6 +9,7 @@ nothing until it answers again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -33,6 +34,7 @@ from gpu_agent.comfy import ComfyClient, ComfyUnavailable
 from gpu_agent.identity import environment_id
 from gpu_agent.metrics import AgentMetrics
 from gpu_agent.runner import Ending, JobRunner, StopSignal
+from gpu_agent.scale_in import ScaleInProtection
 from gpu_agent.settings import AgentSettings
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class Agent:
         stop: StopSignal,
         spot_notice: Callable[[], bool] | None = None,
         metrics: AgentMetrics | None = None,
+        protection: ScaleInProtection | None = None,
     ) -> None:
         self.settings = settings
         self.node_id = node_id
@@ -77,6 +80,7 @@ class Agent:
         self.stop = stop
         self.spot_notice = spot_notice
         self.metrics = metrics
+        self.protection = protection
         self.status = NodeStatus.IDLE
         self.current_job: str | None = None
         self.current_started: float | None = None
@@ -101,6 +105,8 @@ class Agent:
         stats = self.comfy.wait_ready(
             self.settings.comfy_start_timeout_seconds, stop=self.stop.draining
         )
+        if self.protection is not None:
+            self.protection.reset()
         object_info = self.comfy.object_info()
         self._warn_unloaded(object_info)
         self._publish_catalogue(object_info)
@@ -273,7 +279,8 @@ class Agent:
         self.current_job, self.current_started = job.job_id, time.monotonic()
         self._wake.set()  # the heartbeat thread reports it: no round trip before the run
         try:
-            ending = self.runner.run(job, received)
+            with self._protected():
+                ending = self.runner.run(job, received)
         except ComfyUnavailable:
             self.queues.change_visibility(received, 0)  # released: let another node have it
             raise
@@ -290,6 +297,12 @@ class Agent:
             self._record_run(elapsed)
         self.jobs_done += 1
         return ending
+
+    def _protected(self) -> contextlib.AbstractContextManager[None]:
+        """Scale-in protection for the run, where the instance is in a group."""
+        if self.protection is None:
+            return contextlib.nullcontext()
+        return self.protection.running()
 
     def _missing_classes(self, job: Job) -> dict[str, list[str]]:
         """The job's node classes this node's ComfyUI lacks, each with its nodes' ids (none

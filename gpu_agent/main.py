@@ -25,13 +25,15 @@ from comfyfleet.workflow import ModelRef, normalise_url
 from gpu_agent.agent import Agent
 from gpu_agent.cache import ModelCache
 from gpu_agent.comfy import ComfyClient, ComfyUnavailable
+from gpu_agent.identity import imds_get, per_gpu, spot_interruption_notice
 from gpu_agent.identity import node_id as find_node_id
-from gpu_agent.identity import per_gpu, spot_interruption_notice
+from gpu_agent.lifecycle import wait_in_service
 from gpu_agent.metrics import AgentMetrics, CloudWatchMetrics
 from gpu_agent.mirror import ModelMirror, mirror_client
 from gpu_agent.origin import OriginDownloader
 from gpu_agent.outputs import OutputPublisher, link_signer
 from gpu_agent.runner import JobRunner, StopSignal
+from gpu_agent.scale_in import ScaleInProtection
 from gpu_agent.settings import AgentSettings
 from gpu_agent.source_protocol import Source
 from gpu_agent.sources import ModelSources
@@ -198,6 +200,7 @@ def _agent(
         stop=stop,
         spot_notice=spot_interruption_notice if on_ec2 else None,
         metrics=metrics,
+        protection=_protection(settings, wiring.node) if on_ec2 else None,
     )
 
 
@@ -210,6 +213,20 @@ def _outputs(settings: AgentSettings, s3: Any, comfy: ComfyClient) -> OutputPubl
         cdn_domain=settings.cdn_domain,
         link_seconds=settings.output_link_seconds,
         signer=link_signer(s3.meta.region_name),
+    )
+
+
+def _protection(settings: AgentSettings, node: str) -> ScaleInProtection | None:
+    """Scale-in protection while a job runs, for an instance in the stack's group."""
+    instance = imds_get("/latest/meta-data/instance-id") if settings.node_group_name else None
+    if not instance:
+        return None
+    return ScaleInProtection(
+        client("autoscaling"),
+        group=settings.node_group_name,
+        instance_id=instance,
+        agent=node,
+        busy_dir=settings.busy_dir,
     )
 
 
@@ -245,6 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts = build(settings, on_ec2=settings.on_ec2)
     install_signal_handlers(parts.agent)
     try:
+        if settings.on_ec2 and settings.node_group_name:
+            # A warm-pool instance's first boot: it sleeps next, and must take nothing.
+            if not wait_in_service(parts.agent.stop.draining):
+                logger.info("stopped before the instance went in service")
+                return 0
         parts.agent.start()
         parts.agent.run_forever()
     except ComfyUnavailable:

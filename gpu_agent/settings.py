@@ -82,6 +82,21 @@ class AgentSettings(Settings):
     metrics_flush_seconds: float = Field(
         60.0, gt=0, description="How often the batched metrics are sent."
     )
+    node_group_name: str = Field(
+        "",
+        description="The Auto Scaling group of this instance (set by the stack). Set: the "
+        "agent registers only once the instance is InService (never while a warm-pool "
+        "instance boots to be stopped), protects the instance from scale-in while it runs "
+        "a job, and the bootstrap completes the launch hook. Empty (dev, tests): none of it.",
+    )
+    launch_hook_name: str = Field(
+        "", description="The group's launch lifecycle hook, completed when a boot is done."
+    )
+    busy_dir: Path = Field(
+        Path("/var/lib/comfyfleet/busy"),
+        description="Where the agents of one instance mark that they run a job: scale-in "
+        "protection holds while any of them does.",
+    )
 
     @model_validator(mode="before")
     @classmethod
