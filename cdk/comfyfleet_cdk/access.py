@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aws_cdk import Acknowledgment, Stack, Token, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Stack, Token, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -167,4 +167,27 @@ def metric_publish(role: iam.Role) -> None:
         role,
         ["cloudwatch:PutMetricData"],
         conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
+    )
+
+
+# What the drain function and the agents may do to their Auto Scaling group, and no other.
+GROUP_HOOKS = ("autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat")
+GROUP_PROTECTION = ("autoscaling:SetInstanceProtection",)
+
+
+def group_access(role: iam.Role, group_name: str, actions: Sequence[str]) -> None:
+    """``actions`` on the fleet's Auto Scaling group, named by its name."""
+    stack = Stack.of(role)
+    group_arn = stack.format_arn(
+        service="autoscaling",
+        resource="autoScalingGroup",
+        resource_name=f"*:autoScalingGroupName/{group_name}",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+    _statement(
+        role,
+        actions,
+        [group_arn],
+        "An auto scaling group's ARN holds a generated id; the grant names the fleet's group "
+        "by its name and leaves only that id open",
     )

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from comfyfleet.autoscaling import DEFAULT_IDLE_MINUTES, ScalingRules
 from comfyfleet.environment import EnvironmentProblems
 from comfyfleet.settings import ENV_PREFIX, Settings
 from comfyfleet_cdk.node_environment import NodeEnvironment, core_environment, file_environment
@@ -52,6 +53,9 @@ CONTEXT_KEYS = (
     "desired_nodes",
     "spot",
     "backlog_per_node",
+    "scale_in_idle_minutes",
+    "warm_pool",
+    "bake",
     "volume_gb",
     "cloudfront",
     "alarm_email",
@@ -87,6 +91,12 @@ class DeploymentConfig:
     desired_nodes: int | None = None
     spot: bool = False
     backlog_per_node: int = 2
+    # min_nodes=0: minutes without a visible message or a busy node before the last goes.
+    scale_in_idle_minutes: int = DEFAULT_IDLE_MINUTES
+    # Instances kept stopped with their setup done, started on scale-out (0: none).
+    warm_pool: int = 0
+    # An EC2 Image Builder pipeline bakes the node setup into the image (NodeImage).
+    bake: bool = False
     volume_gb: int = 200
     cloudfront: bool = True
     alarm_email: str = ""
@@ -104,6 +114,13 @@ class DeploymentConfig:
     def node_environment(self) -> NodeEnvironment:
         """The environment the nodes get: the file's, or the generated core one."""
         return self.environment or core_environment(self.comfyui_version, self.settings)
+
+    @property
+    def scaling(self) -> ScalingRules:
+        """The scaling rules the fleet's policies implement (comfyfleet.autoscaling)."""
+        return ScalingRules(
+            self.min_nodes, self.max_nodes, self.backlog_per_node, self.scale_in_idle_minutes
+        )
 
     @property
     def stack_name(self) -> str:
@@ -167,6 +184,7 @@ def read_config(context: Mapping[str, Any]) -> DeploymentConfig:
         "ami_parameter": str(get("ami_parameter", DEFAULT_AMI_PARAMETER)),
         "ami_id": str(get("ami_id", "")),
         "spot": _bool("spot", get("spot", False)),
+        "bake": _bool("bake", get("bake", False)),
         "cloudfront": _bool("cloudfront", get("cloudfront", True)),
         "alarm_email": str(get("alarm_email", "")),
         "comfyui_version": str(get("comfyui_version", DEFAULT_COMFYUI_VERSION)),
@@ -177,6 +195,8 @@ def read_config(context: Mapping[str, Any]) -> DeploymentConfig:
         ("min_nodes", 0),
         ("max_nodes", 1),
         ("backlog_per_node", 1),
+        ("scale_in_idle_minutes", 1),
+        ("warm_pool", 0),
         ("volume_gb", 50),
         ("api_rate_limit", 1),
         ("api_burst_limit", 1),
@@ -270,6 +290,13 @@ def _check(config: DeploymentConfig) -> None:
     desired = config.desired_nodes
     if desired is not None and not config.min_nodes <= desired <= config.max_nodes:
         raise ConfigError(f"context desired_nodes={desired} is outside min_nodes..max_nodes")
+    if config.warm_pool > config.max_nodes:
+        raise ConfigError(
+            f"context warm_pool={config.warm_pool} is above max_nodes={config.max_nodes}"
+        )
+    if config.warm_pool and config.spot:
+        # EC2 Auto Scaling refuses a warm pool on a group with a spot mix.
+        raise ConfigError("context warm_pool needs on-demand nodes: it cannot go with spot=true")
     if config.alarm_email and "@" not in config.alarm_email:
         raise ConfigError(f"context alarm_email={config.alarm_email!r} is not an e-mail address")
 

@@ -1,8 +1,9 @@
 """Fleet: the GPU nodes. A VPC, a launch template (IMDSv2 only, encrypted disks), the
 instance role (its queues, buckets and tables; nothing broader), user data that runs
 ComfyUI and the agent as systemd services (one of each per GPU), and the auto scaling
-group: optional spot mix, a termination hook that lets a node drain, scaling on
-shared-queue backlog per node, the environment id as an instance tag."""
+group: optional spot mix, a launch hook held until a node's boot is done, a termination hook
+that lets a node drain, an optional warm pool and baked image (NodeImage), the scaling
+policies (comfyfleet_cdk.scaling), the environment id as an instance tag."""
 
 from __future__ import annotations
 
@@ -26,11 +27,21 @@ from comfyfleet_cdk.config import ROOT, DeploymentConfig, settings_environment
 from comfyfleet_cdk.data import OUTPUTS_PREFIX, PREVIEWS_PREFIX, Data
 from comfyfleet_cdk.functions import retention
 from comfyfleet_cdk.node_environment import ENVIRONMENT_FILE, ENVIRONMENT_TAG
+from comfyfleet_cdk.node_image import NodeImage
 from comfyfleet_cdk.queues import Queues
+from comfyfleet_cdk.scaling import FleetScaling
 from gpu_agent.settings import AgentSettings
 
 # Extra time the termination hook and systemd give beyond the agent's drain grace.
 HOOK_MARGIN_SECONDS = 120
+# Launch to taking jobs (target tracking's instance warmup): the bootstrap from scratch
+# installs ComfyUI and CUDA PyTorch; a baked image boots and starts ComfyUI (docs/capacity.md).
+WARMUP_BOOTSTRAP_SECONDS = 600
+WARMUP_BAKED_SECONDS = 180
+# How long the launch hook waits for a boot to say it is done, before the node is abandoned
+# (terminated and replaced): a bootstrap that hangs must not hold a paid GPU for ever.
+LAUNCH_TIMEOUT_BOOTSTRAP_SECONDS = 2700
+LAUNCH_TIMEOUT_BAKED_SECONDS = 900
 # What an agent install needs from this repository (the rest stays out of the asset).
 AGENT_SOURCE = ("pyproject.toml", "README.md", "layers/common/python/comfyfleet", "gpu_agent")
 
@@ -69,20 +80,61 @@ class Fleet(Construct):
             description=f"{settings.prefix} GPU node (agent)",
         )
         self._grant(config, data, queues)
-        user_data = self._user_data(config, data, queues)
+        self.group_name = f"{settings.prefix}-gpu-nodes"
+        self.launch_hook_name = f"{settings.prefix}-launch"
+        source = self._agent_source(config)
+        user_data = self._user_data(config, data, queues, source)
+        self.node_image = self._node_image(config, source, security_group) if config.bake else None
         self.launch_template = self._launch_template(config, security_group, user_data)
         self.asg = self._group(config)
+        if self.node_image is not None:
+            self.asg.node.add_dependency(self.node_image.image)  # its parameter, then nodes
         Tags.of(self.asg).add(ENVIRONMENT_TAG, config.node_environment.environment_id)
+        self._hooks(config)
+        self.warm_pool = None
+        if config.warm_pool:
+            # Exactly N stopped, set up and paid only for their disks; refilled as they start.
+            self.warm_pool = self.asg.add_warm_pool(
+                min_size=config.warm_pool,
+                max_group_prepared_capacity=config.warm_pool,
+                pool_state=autoscaling.PoolState.STOPPED,
+            )
+        self.scaling = FleetScaling(
+            self,
+            "Scaling",
+            scaling=config.scaling,
+            group=self.asg,
+            shared_queue_name=queues.shared.queue_name,
+            warmup_seconds=WARMUP_BAKED_SECONDS if config.bake else WARMUP_BOOTSTRAP_SECONDS,
+        )
+        # Its own group only: protection while a job runs, the launch hook when booted.
+        access.group_access(
+            self.instance_role,
+            self.group_name,
+            ("autoscaling:CompleteLifecycleAction", *access.GROUP_PROTECTION),
+        )
+
+    def _hooks(self, config: DeploymentConfig) -> None:
+        """Launch: held until the boot says it is done (a warm-pool instance is stopped only
+        then). Termination: the drain, as the lifecycle function answers it."""
+        self.launch_hook = self.asg.add_lifecycle_hook(
+            "Launch",
+            lifecycle_hook_name=self.launch_hook_name,
+            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_LAUNCHING,
+            heartbeat_timeout=Duration.seconds(
+                LAUNCH_TIMEOUT_BAKED_SECONDS if config.bake else LAUNCH_TIMEOUT_BOOTSTRAP_SECONDS
+            ),
+            default_result=autoscaling.DefaultResult.ABANDON,
+        )
         self.drain_hook = self.asg.add_lifecycle_hook(
             "Drain",
-            lifecycle_hook_name=f"{settings.prefix}-drain",
+            lifecycle_hook_name=f"{config.settings.prefix}-drain",
             lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_TERMINATING,
             heartbeat_timeout=Duration.seconds(
                 config.agent.drain_grace_seconds + HOOK_MARGIN_SECONDS
             ),
             default_result=autoscaling.DefaultResult.CONTINUE,
         )
-        self.backlog_scaling = self._scale_on_backlog(config, queues)
 
     def _network(self, config: DeploymentConfig) -> tuple[ec2.Vpc, ec2.SecurityGroup]:
         """The VPC (public subnets, gateway endpoints, rejected traffic logged) and the nodes'
@@ -120,47 +172,79 @@ class Fleet(Construct):
         )
         return vpc, security_group
 
-    def _user_data(self, config: DeploymentConfig, data: Data, queues: Queues) -> ec2.UserData:
-        """The bootstrap script, with the agent's source (and the environment file) as an
-        asset only the nodes may read."""
-        stack = Stack.of(self)
+    def _agent_source(self, config: DeploymentConfig) -> s3_assets.Asset:
+        """The agent's source (and the environment file) as an asset only the nodes (and the
+        image build) may read."""
         staged = agent_source_dir(config.node_environment.text)
         source = s3_assets.Asset(self, "AgentSource", path=str(staged))
         # The one object, not the asset bucket: Asset.grant_read would open all of it.
+        self.source_object_arn = Stack.of(self).format_arn(
+            service="s3",
+            region="",
+            account="",
+            resource=source.s3_bucket_name,
+            resource_name=source.s3_object_key,
+        )
         self.instance_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[
-                    stack.format_arn(
-                        service="s3",
-                        region="",
-                        account="",
-                        resource=source.s3_bucket_name,
-                        resource_name=source.s3_object_key,
-                    )
-                ],
-            )
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[self.source_object_arn])
         )
-        environment = settings_environment(
-            config.agent,
-            {
-                "shared_queue_url": queues.shared.queue_url,
-                "events_topic_arn": queues.events.topic_arn,
-                "cdn_domain": (
-                    data.distribution.distribution_domain_name if data.distribution else ""
-                ),
-            },
-            model=AgentSettings,
-        )
-        environment["AWS_DEFAULT_REGION"] = stack.region
+        return source
+
+    def _agent_environment(
+        self, config: DeploymentConfig, resolved: dict[str, str]
+    ) -> dict[str, str]:
+        """The agents' COMFYFLEET_* settings: the deployment's, the fleet's own names, and
+        ``resolved`` (values known only at deploy)."""
+        own = {"node_group_name": self.group_name, "launch_hook_name": self.launch_hook_name}
+        environment = settings_environment(config.agent, {**own, **resolved}, model=AgentSettings)
+        environment["AWS_DEFAULT_REGION"] = Stack.of(self).region
+        return environment
+
+    def _user_data(
+        self, config: DeploymentConfig, data: Data, queues: Queues, source: s3_assets.Asset
+    ) -> ec2.UserData:
+        """The bootstrap script with every setting the agents need."""
+        resolved = {
+            "shared_queue_url": queues.shared.queue_url,
+            "events_topic_arn": queues.events.topic_arn,
+            "cdn_domain": (data.distribution.distribution_domain_name if data.distribution else ""),
+        }
         script = render_user_data(
+            config,
+            self._agent_environment(config, resolved),
+            source_bucket=source.s3_bucket_name,
+            source_key=source.s3_object_key,
+            region=Stack.of(self).region,
+        )
+        return ec2.UserData.custom(script)
+
+    def _node_image(
+        self, config: DeploymentConfig, source: s3_assets.Asset, security_group: ec2.SecurityGroup
+    ) -> NodeImage:
+        """The same script for Image Builder: its install needs only the settings known at
+        synth (node setup's URL rules), so a queue or topic never rebakes an image."""
+        environment = self._agent_environment(config, {})
+        bake = render_user_data(
             config,
             environment,
             source_bucket=source.s3_bucket_name,
             source_key=source.s3_object_key,
-            region=stack.region,
+            region=Stack.of(self).region,
         )
-        return ec2.UserData.custom(script)
+        # The version follows the script as rendered, with the asset's hash for its tokens.
+        key = render_user_data(
+            config, environment, source_bucket="", source_key=source.asset_hash, region=""
+        )
+        return NodeImage(
+            self,
+            "NodeImage",
+            config=config,
+            script=bake,
+            script_version_key=key,
+            source_object_arn=self.source_object_arn,
+            subnet=self.vpc.public_subnets[0],
+            security_group=security_group,
+        )
 
     def _launch_template(
         self,
@@ -170,7 +254,13 @@ class Fleet(Construct):
     ) -> ec2.LaunchTemplate:
         """IMDSv2 only, an encrypted gp3 disk, the configured image and instance type."""
         stack = Stack.of(self)
-        if config.ami_id:
+        image: ec2.IMachineImage
+        if self.node_image is not None:
+            # Resolved at each launch: the pipeline's newest image.
+            image = ec2.MachineImage.resolve_ssm_parameter_at_launch(
+                self.node_image.parameter_name, os=ec2.OperatingSystemType.LINUX
+            )
+        elif config.ami_id:
             image = ec2.MachineImage.generic_linux({stack.region: config.ami_id})
         else:
             image = ec2.MachineImage.from_ssm_parameter(
@@ -228,7 +318,7 @@ class Fleet(Construct):
         return autoscaling.AutoScalingGroup(
             self,
             "Nodes",
-            auto_scaling_group_name=f"{config.settings.prefix}-gpu-nodes",
+            auto_scaling_group_name=self.group_name,
             vpc=self.vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
             launch_template=None if mix else self.launch_template,
@@ -283,66 +373,3 @@ class Fleet(Construct):
         )
         access.topic_publish(role, queues.events)
         access.metric_publish(role)
-
-    def _scale_on_backlog(
-        self, config: DeploymentConfig, queues: Queues
-    ) -> autoscaling.CfnScalingPolicy:
-        """Target tracking on (visible shared-queue messages) / (nodes in service)."""
-        return autoscaling.CfnScalingPolicy(
-            self,
-            "BacklogPerNode",
-            auto_scaling_group_name=self.asg.auto_scaling_group_name,
-            policy_type="TargetTrackingScaling",
-            estimated_instance_warmup=600,  # image boot, ComfyUI and PyTorch install
-            target_tracking_configuration=autoscaling.CfnScalingPolicy.TargetTrackingConfigurationProperty(
-                target_value=float(config.backlog_per_node),
-                customized_metric_specification=autoscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
-                    metrics=[
-                        _metric_query(
-                            "backlog",
-                            "AWS/SQS",
-                            "ApproximateNumberOfMessagesVisible",
-                            "QueueName",
-                            queues.shared.queue_name,
-                            "Sum",
-                        ),
-                        _metric_query(
-                            "nodes",
-                            "AWS/AutoScaling",
-                            "GroupInServiceInstances",
-                            "AutoScalingGroupName",
-                            self.asg.auto_scaling_group_name,
-                            "Average",
-                        ),
-                        autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                            id="backlog_per_node",
-                            expression="backlog / nodes",
-                            label="Shared-queue messages per node in service",
-                            return_data=True,
-                        ),
-                    ]
-                ),
-            ),
-        )
-
-
-def _metric_query(
-    id: str, namespace: str, name: str, dimension: str, value: str, stat: str
-) -> autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty:
-    """One metric of a target tracking policy's math, not returned itself."""
-    return autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-        id=id,
-        return_data=False,
-        metric_stat=autoscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
-            metric=autoscaling.CfnScalingPolicy.MetricProperty(
-                namespace=namespace,
-                metric_name=name,
-                dimensions=[
-                    autoscaling.CfnScalingPolicy.MetricDimensionProperty(
-                        name=dimension, value=value
-                    )
-                ],
-            ),
-            stat=stat,
-        ),
-    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import Annotations, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
@@ -346,25 +346,4 @@ class Functions(Construct):
 
     def _hook_access(self, role: iam.Role, fleet: autoscaling.AutoScalingGroup) -> None:
         """The drain answers the fleet's termination hook: on that one group only."""
-        stack = Stack.of(self)
-        group_arn = stack.format_arn(
-            service="autoscaling",
-            resource="autoScalingGroup",
-            resource_name=f"*:autoScalingGroupName/{fleet.auto_scaling_group_name}",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "autoscaling:CompleteLifecycleAction",
-                    "autoscaling:RecordLifecycleActionHeartbeat",
-                ],
-                resources=[group_arn],
-            )
-        )
-        access.acknowledge(
-            role,
-            f"Resource::{access.nag_text(stack, group_arn)}",
-            "An auto scaling group's ARN holds a generated id; the grant names the fleet's "
-            "group by its name and leaves only that id open",
-        )
+        access.group_access(role, fleet.auto_scaling_group_name, access.GROUP_HOOKS)

@@ -59,6 +59,26 @@ def acknowledge(stack: Deployment) -> None:
             )
         )
 
+    image = stack.fleet.node_image
+    if image is not None:
+        for policy, why in (
+            (
+                "EC2InstanceProfileForImageBuilder",
+                "the build instance reports to Image Builder and writes its own logs; AWS "
+                "keeps this policy in step with the service",
+            ),
+            (
+                "AmazonSSMManagedInstanceCore",
+                "Image Builder runs the build's steps through Systems Manager, which needs "
+                "exactly this policy on the build instance",
+            ),
+        ):
+            _ack(
+                image.role,
+                f"IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]",
+                f"Image Builder's own build role ({policy}): {why}",
+            )
+
     if stack.data.distribution is not None:
         cdn = stack.data.distribution
         _ack(cdn, "CFR1", "Users and their outputs are worldwide: no country is excluded")

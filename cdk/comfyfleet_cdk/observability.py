@@ -68,6 +68,7 @@ class Observability(Construct):
         fleet: autoscaling.AutoScalingGroup,
     ) -> None:
         super().__init__(scope, id)
+        self.config = config
         prefix = config.settings.prefix
         self.alarm_topic = sns.Topic(
             self,
@@ -277,7 +278,7 @@ class Observability(Construct):
         if api is not None:
             self._api_alarms(api)
         self._webhook_alarms()
-        self._fleet_alarms()
+        self._fleet_alarms(queues)
 
     def _queue_alarms(self, queues: Queues) -> None:
         """Any dead letter, and a message left waiting too long on a queue."""
@@ -345,8 +346,9 @@ class Observability(Construct):
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
 
-    def _fleet_alarms(self) -> None:
-        """No node that takes jobs, by the reaper's count of nodes by status."""
+    def _fleet_alarms(self, queues: Queues) -> None:
+        """No node that takes jobs, by the reaper's count of nodes by status. A fleet that
+        may shrink to none is in trouble only when jobs wait meanwhile."""
         healthy = {
             status: cw.Metric(
                 namespace=names.NAMESPACE,
@@ -357,14 +359,21 @@ class Observability(Construct):
             )
             for status in (s.value for s in NodeStatus if s.takes_jobs)
         }
+        expression = " + ".join(f"FILL({s}, 0)" for s in healthy)
+        using: dict[str, cw.IMetric] = dict(healthy)
+        description = (
+            "No GPU node takes jobs (none idle or busy, by the reaper's count): nothing runs"
+        )
+        if self.config.min_nodes == 0:
+            using["waiting"] = queues.shared.metric_approximate_number_of_messages_visible(
+                period=FIVE_MINUTES, statistic="Minimum"
+            )
+            expression = f"IF(FILL(waiting, 0) > 0, {expression}, 1)"
+            description = "Jobs wait and no GPU node takes them (none idle or busy): nothing runs"
         self._alarm(
             "NoHealthyNode",
-            "No GPU node takes jobs (none idle or busy, by the reaper's count): nothing runs",
-            cw.MathExpression(
-                expression=" + ".join(f"FILL({s}, 0)" for s in healthy),
-                using_metrics=dict(healthy),
-                period=FIVE_MINUTES,
-            ),
+            description,
+            cw.MathExpression(expression=expression, using_metrics=using, period=FIVE_MINUTES),
             threshold=1,
             comparison_operator=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=3,

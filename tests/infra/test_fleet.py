@@ -46,12 +46,14 @@ def test_user_data_installs_comfyui_and_the_agent_as_systemd_services(
     assert len(script.encode()) < USER_DATA_LIMIT, "EC2 refuses larger user data"
     assert "COMFYUI_GIT=https://github.com/comfyanonymous/ComfyUI" in script
     assert f'clone_comfyui "$COMFY_ROOT" {synthesised.stack.config.comfyui_version}' in script
-    assert 'uv venv --seed --python 3.12 "$COMFY_ROOT/.venv"' in script
+    assert 'uv venv --allow-existing --seed --python 3.12 "$COMFY_ROOT/.venv"' in script
     assert '/bin/comfyfleet" node setup --environment' in script
     assert "-m gpu_agent.prefetch --environment" in script
     assert "write_units /etc/systemd/system" in script
     assert "ExecStart=$HOME_DIR/venv/bin/comfyfleet agent" in script
-    assert 'systemctl enable --now $(gpu_units "$GPUS")' in script
+    assert 'systemctl enable --now $(gpu_units "$(gpu_count)")' in script
+    assert "COMFYFLEET_NODE_GROUP_NAME=comfyfleet-dev-gpu-nodes" in script
+    assert "COMFYFLEET_LAUNCH_HOOK_NAME=comfyfleet-dev-launch" in script
     queue = logical_id(synthesised, synthesised.stack.queues.shared)
     assert f"COMFYFLEET_SHARED_QUEUE_URL='<Ref {queue}>'" in script
     assert "COMFYFLEET_CDN_DOMAIN=" in script
@@ -87,6 +89,7 @@ def test_termination_hook_gives_the_agent_its_drain_grace(synthesised: Synthesis
 def test_scaling_tracks_shared_queue_backlog_per_node_in_service(
     synthesised: Synthesised,
 ) -> None:
+    # min_nodes >= 1: target tracking alone, as before scaling to zero existed.
     (policy,) = synthesised.resources("AWS::AutoScaling::ScalingPolicy").values()
     tracking = policy["Properties"]["TargetTrackingConfiguration"]
     assert tracking["TargetValue"] == synthesised.stack.config.backlog_per_node

@@ -149,3 +149,81 @@ def test_the_lock_must_name_the_synthesised_environment(functions: Path, tmp_pat
     setup = f"HOME_DIR={home}\nCOMFY_ROOT={root}\n"
     assert bash(functions, setup + "check_lock 0123456789ab && echo same") == "same\n"
     assert bash(functions, setup + "check_lock ba9876543210 || echo refused") == "refused\n"
+
+
+def test_every_later_boot_runs_before_comfyui_and_not_on_the_first(
+    functions: Path, tmp_path: Path
+) -> None:
+    bash(functions, f"write_units {tmp_path}")
+    boot = (tmp_path / "comfyfleet-boot.service").read_text()
+    comfy = (tmp_path / "comfyui@.service").read_text()
+    assert "ExecStart=/bin/bash /opt/comfyfleet/node.sh boot" in boot
+    assert "Type=oneshot" in boot and "WantedBy=multi-user.target" in boot
+    # The first boot is the user data's: it writes this file when it is done.
+    assert "ConditionPathExists=/var/lib/comfyfleet/first-boot-done" in boot
+    assert "After=network-online.target comfyfleet-boot.service" in comfy
+    # Ordering only: starting ComfyUI from the first boot must not wait on this unit.
+    assert "Requires=comfyfleet-boot" not in comfy and "Wants=comfyfleet-boot" not in comfy
+
+
+def test_an_image_holds_the_install_only_for_its_environment_and_source(
+    functions: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "installed"
+    check = f"INSTALLED={marker}\ninstalled && echo yes || echo no"
+    assert bash(functions, check) == "no\n"
+    marker.write_text("29f4d8a538e5 source.zip\n")  # what install_node writes
+    assert bash(functions, 'INSTALL_ID="29f4d8a538e5 source.zip"\n' + check) == "yes\n"
+    assert bash(functions, 'INSTALL_ID="0123456789ab source.zip"\n' + check) == "no\n"
+
+
+MAIN_STUBS = """
+install_node() { echo install_node; }
+prepare_boot() { echo prepare_boot; }
+complete_launch() { echo complete_launch; }
+as_agent() { echo "as_agent ${*:2:2}"; }
+systemctl() { echo "systemctl $*"; }
+install() { echo install; }
+gpu_count() { echo 1; }
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "marked", "steps"),
+    [
+        ("bake", False, ["install_node"]),
+        (
+            "first-boot",
+            False,
+            ["install_node", "install", "prepare_boot", "systemctl", "as_agent", "complete_launch"],
+        ),
+        # A baked image: no install at first boot, straight to the start.
+        (
+            "first-boot",
+            True,
+            ["install", "prepare_boot", "systemctl", "as_agent", "complete_launch"],
+        ),
+        # A warm-pool instance waking: settings and disk, the hook; the units start themselves.
+        ("boot", True, ["prepare_boot", "complete_launch"]),
+    ],
+)
+def test_each_mode_runs_its_half_of_the_one_script(
+    functions: Path, tmp_path: Path, mode: str, marked: bool, steps: list[str]
+) -> None:
+    script = render_user_data(
+        read_config({}),
+        {"COMFYFLEET_SHARED_QUEUE_URL": "https://sqs.example/shared.fifo"},
+        source_bucket="bucket",
+        source_key="source.zip",
+        region="us-east-1",
+    )
+    main = MAIN + script.partition(MAIN)[2]
+    main = main.replace("exec > >(tee -a /var/log/comfyfleet-bootstrap.log) 2>&1\n", "")
+    marker, booted = tmp_path / "installed", tmp_path / "booted"
+    if marked:
+        marker.write_text(f"{read_config({}).node_environment.environment_id} source.zip\n")
+    setup = f"INSTALLED={marker}\nBOOTED={booted}\n{MAIN_STUBS}\nset -- {mode}\n"
+    ran = [line.split()[0] for line in bash(functions, setup + main).splitlines()]
+    ran = [step for step in ran if step != "comfyfleet:"]
+    assert ran == steps
+    assert booted.exists() == (mode == "first-boot")

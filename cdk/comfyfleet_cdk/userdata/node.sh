@@ -1,7 +1,10 @@
 #!/bin/bash
 # comfyfleet GPU node bootstrap: ComfyUI and the comfyfleet agent as systemd services, one of
 # each per GPU. Rendered by cdk/comfyfleet_cdk/bootstrap.py, which fills in the double-at-sign
-# placeholders.
+# placeholders. One script for every path (docs/upkeep.md, "Node images"):
+#   node.sh        the user data: install unless the image already holds this install, start
+#   node.sh bake   EC2 Image Builder (context bake=true): install only, into the image
+#   node.sh boot   every later boot (comfyfleet-boot.service): a warm-pool instance waking up
 set -euxo pipefail
 
 CACHE_DIR=@@CACHE_DIR@@
@@ -12,6 +15,11 @@ STATE_DIR=/var/lib/comfyfleet
 CONFIG_DIR=/etc/comfyfleet
 ENVIRONMENT_FILE=$HOME_DIR/source/@@ENVIRONMENT_FILE@@
 COMFYUI_GIT=https://github.com/comfyanonymous/ComfyUI
+# What an install is: the environment and the agent's source. An image that holds another
+# one (an older bake) is installed over at first boot, so a stale image is slow, never wrong.
+INSTALL_ID="@@ENVIRONMENT_ID@@ @@SOURCE_KEY@@"
+INSTALLED=$HOME_DIR/installed
+BOOTED=$STATE_DIR/first-boot-done
 
 # ---- functions (tests/infra source the script down to the "main" line) ----
 
@@ -64,7 +72,7 @@ write_units() {
   cat > "$1/comfyui@.service" <<UNIT
 [Unit]
 Description=ComfyUI on GPU %i
-After=network-online.target
+After=network-online.target comfyfleet-boot.service
 Wants=network-online.target
 
 [Service]
@@ -96,6 +104,22 @@ KillSignal=SIGTERM
 TimeoutStopSec=@@STOP_TIMEOUT@@
 Restart=always
 RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  cat > "$1/comfyfleet-boot.service" <<UNIT
+[Unit]
+Description=comfyfleet: the cache disk and settings of this boot, then InService
+After=network-online.target
+Wants=network-online.target
+# Later boots only: the first one is the user data's (it writes this file when done).
+ConditionPathExists=$BOOTED
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/bash $HOME_DIR/node.sh boot
 
 [Install]
 WantedBy=multi-user.target
@@ -144,80 +168,137 @@ retry() {
   return 1
 }
 
-# ---- main ----
-exec > >(tee -a /var/log/comfyfleet-bootstrap.log) 2>&1
-trap 'echo "comfyfleet: bootstrap failed at line $LINENO; no agent starts"' ERR
-export DEBIAN_FRONTEND=noninteractive
+# The model cache lives on the instance store when the type has one (fast, and free). A stopped
+# instance's store comes back empty and unformatted, so every boot does this.
+mount_cache() {
+  local store
+  mkdir -p "$CACHE_DIR"
+  store=$(lsblk -dpno NAME,MODEL | awk '/Instance Storage/ {print $1; exit}')
+  if [ -n "$store" ] && ! mountpoint -q "$CACHE_DIR"; then
+    mkfs.ext4 -F -q "$store"
+    mount -o noatime "$store" "$CACHE_DIR"
+  fi
+  chown comfyfleet:comfyfleet "$CACHE_DIR"
+}
 
-apt-get update -y
-apt-get install -y --no-install-recommends git curl ca-certificates unzip
-mkdir -p "$CACHE_DIR" "$HOME_DIR" "$STATE_DIR" "$CONFIG_DIR"
+# Settings: the cache budget follows the disk it is on, unless the stack set one (later
+# lines of an EnvironmentFile win). One budget for all the agents sharing the cache.
+write_agent_env() {
+  local available
+  available=$(df --output=avail -B1 "$CACHE_DIR" | tail -1)
+  echo "COMFYFLEET_CACHE_BUDGET_BYTES=$((available * @@CACHE_SHARE_PERCENT@@ / 100))" > "$CONFIG_DIR/agent.env"
+  cat >> "$CONFIG_DIR/agent.env" <<'ENV'
+@@AGENT_ENVIRONMENT@@
+ENV
+  chmod 0640 "$CONFIG_DIR/agent.env"
+  chgrp comfyfleet "$CONFIG_DIR/agent.env"
+}
 
-# The model cache lives on the instance store when the type has one (fast, and free).
-STORE=$(lsblk -dpno NAME,MODEL | awk '/Instance Storage/ {print $1; exit}')
-if [ -n "$STORE" ] && ! mountpoint -q "$CACHE_DIR"; then
-  mkfs.ext4 -F -q "$STORE"
-  mount -o noatime "$STORE" "$CACHE_DIR"
-fi
+# Whether this machine already holds this install (a baked image, or a reboot).
+installed() {
+  [ "$(cat "$INSTALLED" 2>/dev/null)" = "$INSTALL_ID" ]
+}
 
-id comfyfleet >/dev/null 2>&1 || useradd --system --home-dir "$HOME_DIR" --shell /usr/sbin/nologin comfyfleet
+# Everything that does not depend on the instance: packages, ComfyUI with CUDA PyTorch, the
+# agent, the custom nodes, the units. What Image Builder bakes, or the first boot does.
+install_node() {
+  apt-get update -y
+  apt-get install -y --no-install-recommends git curl ca-certificates unzip
+  mkdir -p "$CACHE_DIR" "$HOME_DIR" "$STATE_DIR" "$CONFIG_DIR"
+  id comfyfleet >/dev/null 2>&1 || useradd --system --home-dir "$HOME_DIR" --shell /usr/sbin/nologin comfyfleet
 
-# uv brings Python 3.12 whatever the image ships.
-curl -LsSf https://astral.sh/uv/@@UV_VERSION@@/install.sh | env UV_INSTALL_DIR=/usr/local/bin UV_NO_MODIFY_PATH=1 sh
-export UV_PYTHON_INSTALL_DIR=/opt/uv-python
+  # uv brings Python 3.12 whatever the image ships.
+  curl -LsSf https://astral.sh/uv/@@UV_VERSION@@/install.sh | env UV_INSTALL_DIR=/usr/local/bin UV_NO_MODIFY_PATH=1 sh
+  export UV_PYTHON_INSTALL_DIR=/opt/uv-python
 
-# ComfyUI, pinned, with CUDA wheels of PyTorch. --seed: node setup installs the custom
-# nodes' requirements with this venv's own pip.
-if [ ! -d "$COMFY_ROOT/.git" ]; then
-  clone_comfyui "$COMFY_ROOT" @@COMFYUI_VERSION@@
-fi
-uv venv --seed --python 3.12 "$COMFY_ROOT/.venv"
-uv pip install --python "$COMFY_ROOT/.venv/bin/python" torch torchvision torchaudio \
-  --index-url @@TORCH_INDEX@@
-uv pip install --python "$COMFY_ROOT/.venv/bin/python" -r "$COMFY_ROOT/requirements.txt"
+  # ComfyUI, pinned, with CUDA wheels of PyTorch. --seed: node setup installs the custom
+  # nodes' requirements with this venv's own pip.
+  if [ ! -d "$COMFY_ROOT/.git" ]; then
+    clone_comfyui "$COMFY_ROOT" @@COMFYUI_VERSION@@
+  fi
+  uv venv --allow-existing --seed --python 3.12 "$COMFY_ROOT/.venv"
+  retry uv pip install --python "$COMFY_ROOT/.venv/bin/python" torch torchvision torchaudio \
+    --index-url @@TORCH_INDEX@@
+  retry uv pip install --python "$COMFY_ROOT/.venv/bin/python" -r "$COMFY_ROOT/requirements.txt"
 
-# The agent: this deployment's comfyfleet source, and its environment file, from the asset.
-uv venv --python 3.12 "$HOME_DIR/venv"
-uv pip install --python "$HOME_DIR/venv/bin/python" boto3
-"$HOME_DIR/venv/bin/python" - <<'PY'
+  # The agent: this deployment's comfyfleet source, and its environment file, from the asset.
+  uv venv --allow-existing --python 3.12 "$HOME_DIR/venv"
+  uv pip install --python "$HOME_DIR/venv/bin/python" boto3
+  "$HOME_DIR/venv/bin/python" - <<'PY'
 import boto3
 boto3.client("s3", region_name="@@REGION@@").download_file(
     "@@SOURCE_BUCKET@@", "@@SOURCE_KEY@@", "/opt/comfyfleet/source.zip"
 )
 PY
-rm -rf "$HOME_DIR/source" && mkdir -p "$HOME_DIR/source"
-unzip -q "$HOME_DIR/source.zip" -d "$HOME_DIR/source"
-uv pip install --python "$HOME_DIR/venv/bin/python" "$HOME_DIR/source[agent]"
+  rm -rf "$HOME_DIR/source" && mkdir -p "$HOME_DIR/source"
+  unzip -q "$HOME_DIR/source.zip" -d "$HOME_DIR/source"
+  uv pip install --python "$HOME_DIR/venv/bin/python" "$HOME_DIR/source[agent]"
+  chown -R comfyfleet:comfyfleet "$CACHE_DIR" "$COMFY_ROOT" "$HOME_DIR" "$STATE_DIR"
+  write_agent_env
 
-# Settings: the cache budget follows the disk it is on, unless the stack set one (later
-# lines of an EnvironmentFile win). One budget for all the agents sharing the cache.
-AVAILABLE=$(df --output=avail -B1 "$CACHE_DIR" | tail -1)
-echo "COMFYFLEET_CACHE_BUDGET_BYTES=$((AVAILABLE * @@CACHE_SHARE_PERCENT@@ / 100))" > "$CONFIG_DIR/agent.env"
-cat >> "$CONFIG_DIR/agent.env" <<'ENV'
-@@AGENT_ENVIRONMENT@@
-ENV
-chmod 0640 "$CONFIG_DIR/agent.env"
-chown -R comfyfleet:comfyfleet "$CACHE_DIR" "$COMFY_ROOT" "$HOME_DIR" "$STATE_DIR"
-chgrp comfyfleet "$CONFIG_DIR/agent.env"
+  # The custom nodes, pinned, and the lock with the environment id the agents report.
+  retry as_agent "$HOME_DIR/venv/bin/comfyfleet" node setup --environment "$ENVIRONMENT_FILE" \
+    --comfy-root "$COMFY_ROOT" --python "$COMFY_ROOT/.venv/bin/python" \
+    --comfyui-version @@COMFYUI_DEFAULT_VERSION@@
+  check_lock @@ENVIRONMENT_ID@@
 
-# The custom nodes, pinned, and the lock with the environment id the agents report.
-retry as_agent "$HOME_DIR/venv/bin/comfyfleet" node setup --environment "$ENVIRONMENT_FILE" \
-  --comfy-root "$COMFY_ROOT" --python "$COMFY_ROOT/.venv/bin/python" \
-  --comfyui-version @@COMFYUI_DEFAULT_VERSION@@
-check_lock @@ENVIRONMENT_ID@@
+  write_units /etc/systemd/system
+  systemctl daemon-reload
+  systemctl enable comfyfleet-boot.service
+  echo "$INSTALL_ID" > "$INSTALLED"
+}
 
-GPUS=$(gpu_count)
-for index in $(seq 0 $((GPUS - 1))); do
-  mkdir -p "$STATE_DIR/gpu$index/output" "$STATE_DIR/gpu$index/user"
-  gpu_env "$index" "$GPUS" > "$CONFIG_DIR/gpu$index.env"
-done
-chown -R comfyfleet:comfyfleet "$STATE_DIR"
-write_units /etc/systemd/system
-systemctl daemon-reload
-# shellcheck disable=SC2046 # one unit name per word
-systemctl enable --now $(gpu_units "$GPUS")
+# What every boot needs before the units start: the cache disk, the settings, each GPU's file.
+prepare_boot() {
+  local gpus index
+  mount_cache
+  write_agent_env
+  gpus=$(gpu_count)
+  for index in $(seq 0 $((gpus - 1))); do
+    mkdir -p "$STATE_DIR/gpu$index/output" "$STATE_DIR/gpu$index/user"
+    gpu_env "$index" "$gpus" > "$CONFIG_DIR/gpu$index.env"
+  done
+  chown -R comfyfleet:comfyfleet "$STATE_DIR"
+}
 
-# The environment's [[models]] into the shared cache (the mirror first, the origin on a miss,
-# written through) while ComfyUI starts. Not fatal: the agents fetch a model when a job needs it.
-as_agent "$HOME_DIR/venv/bin/python" -m gpu_agent.prefetch --environment "$ENVIRONMENT_FILE" \
-  || echo "comfyfleet: model prefetch failed; the agents fetch models on demand"
+# The launch lifecycle hook holds the instance out of service (or out of the warm pool's
+# stop) until this boot is done; the agents register only once it is InService.
+complete_launch() {
+  as_agent "$HOME_DIR/venv/bin/python" -m gpu_agent.lifecycle ready \
+    || echo "comfyfleet: no launch hook completed; the hook's timeout decides"
+}
+
+# ---- main ----
+MODE=${1:-first-boot}
+exec > >(tee -a /var/log/comfyfleet-bootstrap.log) 2>&1
+trap 'echo "comfyfleet: $MODE failed at line $LINENO; no agent starts"' ERR
+export DEBIAN_FRONTEND=noninteractive
+
+case "$MODE" in
+  bake)
+    install_node
+    ;;
+  boot)
+    # The units are enabled and start after this one: starting them here would wait on it.
+    prepare_boot
+    complete_launch
+    ;;
+  *)
+    if installed; then
+      echo "comfyfleet: the image holds this install ($INSTALL_ID)"
+    else
+      install_node
+    fi
+    # This boot's copy, with this deployment's settings, for the boots that follow.
+    install -m 0755 "$0" "$HOME_DIR/node.sh"
+    prepare_boot
+    # shellcheck disable=SC2046 # one unit name per word
+    systemctl enable --now $(gpu_units "$(gpu_count)")
+    # The environment's [[models]] into the shared cache (the mirror first, the origin on a
+    # miss, written through) while ComfyUI starts. Not fatal: agents fetch what a job needs.
+    as_agent "$HOME_DIR/venv/bin/python" -m gpu_agent.prefetch --environment "$ENVIRONMENT_FILE" \
+      || echo "comfyfleet: model prefetch failed; the agents fetch models on demand"
+    touch "$BOOTED"
+    complete_launch
+    ;;
+esac
