@@ -79,6 +79,7 @@ class Scenario:
     model_zipf: float = 1.0
     load: float = 0.75  # offered sampling work / the fleet's sampling capacity
     bursts: tuple[tuple[float, float, float], ...] = ()  # (start, length) as run fractions, ×rate
+    daily_low: float = 0.0  # > 0: a day-shaped rate (see daily_rate), this low at night
     noisy_accounts: int = 0
     noisy_share: float = 0.0  # of all jobs, split over the noisy accounts
     noisy_tier: str = "pro"
@@ -106,6 +107,17 @@ SCENARIOS: dict[str, Scenario] = {
             "60 % load with two bursts at 4× the rate (5 % of the run each)",
             load=0.6,
             bursts=((0.25, 0.05, 4.0), (0.7, 0.05, 4.0)),
+        ),
+        Scenario(
+            "day",
+            "24 hours of a day-shaped rate: 75 % of 100 nodes at 16:00, a tenth of that at 04:00",
+            nodes=100,
+            # The peak rate is load × nodes / the mean sampling time: 0.75 × 100 / 9.325 s =
+            # 8.04 jobs/s; the curve averages 0.1 + 0.9 × 3/8 = 0.4375 of it, so 24 hours
+            # bring 8.04 × 86,400 × 0.4375 ≈ 304,000 jobs.
+            jobs=304_000,
+            load=0.75,
+            daily_low=0.1,
         ),
         Scenario(
             "many-models",
@@ -161,7 +173,8 @@ def mean_run_seconds(s: Scenario) -> float:
 
 
 def arrivals(s: Scenario, seed: int) -> Iterator[Arrival]:
-    """``s.jobs`` seeded arrivals in time order (Poisson, with the scenario's bursts)."""
+    """``s.jobs`` seeded arrivals in time order (Poisson, with the scenario's bursts or its
+    day-shaped rate)."""
     rng = random.Random(seed)
     checkpoints, loras = catalogue(s, rng)
     s = replace(s, accounts=s.accounts or 10 * s.nodes)
@@ -178,7 +191,8 @@ def arrivals(s: Scenario, seed: int) -> Iterator[Arrival]:
     duration = s.jobs / rate  # about; bursts shorten it a little
     t = 0.0
     for _ in range(s.jobs):
-        t += rng.expovariate(rate * _burst_factor(s, t / duration))
+        shape = daily_rate(s.daily_low, t) if s.daily_low else _burst_factor(s, t / duration)
+        t += rng.expovariate(rate * shape)
         if noisy and rng.random() < s.noisy_share:
             account, tier = noisy[rng.randrange(len(noisy))]
         else:
@@ -190,6 +204,14 @@ def arrivals(s: Scenario, seed: int) -> Iterator[Arrival]:
             models += (class_loras[_pick(rng, lora_weights[checkpoint.workflow])],)
         factor = rng.lognormvariate(0.0, s.run_spread)
         yield Arrival(t, account, tier, checkpoint.workflow, models, factor)
+
+
+def daily_rate(low: float, at: float) -> float:
+    """The day's arrival rate at ``at`` seconds from midnight, as a fraction of its peak:
+    ``low`` at 04:00, 1 at 16:00, between them a raised cosine squared, so that nights stay
+    near ``low`` (below a third of the peak from 22:00 to 06:00) and the curve is smooth."""
+    rise = (1.0 - math.cos(2.0 * math.pi * (at / 3600.0 - 4.0) / 24.0)) / 2.0
+    return low + (1.0 - low) * rise * rise
 
 
 def _burst_factor(s: Scenario, fraction: float) -> float:
