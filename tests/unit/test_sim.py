@@ -25,6 +25,8 @@ KEYS = {
     "gpu_utilisation",
     "jain_index",
     "cost_per_1000_images",
+    "node_hours",
+    "first_after_idle_p95_s",
 }
 TIERS = frozenset({"free", "pro", "enterprise"})
 

@@ -1,19 +1,22 @@
 """A seeded discrete-event simulation of the fleet on the project's own decision code.
 
-``simulate`` runs one scenario under each routing policy asked for and returns the
-figures of ``comfyfleet sim``. See comfyfleet.sim.engine for what is shared with the
-services, and docs/capacity.md for what it shows.
+``simulate`` runs one scenario under each routing policy asked for, on a fixed fleet or
+an autoscaled one (comfyfleet.sim.fleet_size), and returns the figures of ``comfyfleet sim``.
+See comfyfleet.sim.engine for what is shared with the services, and docs/capacity.md for
+what it shows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from comfyfleet.autoscaling import DEFAULT_IDLE_MINUTES
 from comfyfleet.router import POLICIES
 from comfyfleet.settings import Settings
 from comfyfleet.sim.engine import Outcome, Simulation
+from comfyfleet.sim.fleet_size import Autoscale, ElasticSimulation
 from comfyfleet.sim.metrics import details, summary
 from comfyfleet.sim.workload import (
     DEFAULT_PRICE_PER_HOUR,
@@ -24,7 +27,7 @@ from comfyfleet.sim.workload import (
     scenario,
 )
 
-__all__ = ["POLICIES", "SCENARIOS", "Report", "Scenario", "scenario", "simulate"]
+__all__ = ["POLICIES", "SCENARIOS", "Autoscale", "Report", "Scenario", "scenario", "simulate"]
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Report:
     seed: int
     outcomes: dict[str, Outcome]
     price_per_hour: float
+    autoscale: Autoscale | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document: exactly scenario, seed and the policies' figures."""
@@ -57,14 +61,31 @@ def simulate(
     trace: Sequence[Arrival] | None = None,
     price_per_hour: float = DEFAULT_PRICE_PER_HOUR,
     keep_spans: bool = False,
+    autoscale: Autoscale | None = None,
+    idle_minutes: int = DEFAULT_IDLE_MINUTES,
 ) -> Report:
-    """Run ``s`` once per policy on the same arrivals (generated from ``seed``, or ``trace``)."""
+    """Run ``s`` once per policy on the same arrivals (generated from ``seed``, or ``trace``).
+
+    With ``autoscale`` the fleet starts at its minimum and follows the scaling rules up to
+    their maximum, which replaces ``s.nodes`` (the arrivals' rate is the maximum's);
+    ``idle_minutes`` is then the rules' own. Without it the fleet is ``s.nodes``, fixed.
+    """
     settings = settings or Settings()
+    if autoscale is not None:
+        s = replace(s, nodes=autoscale.rules.max_nodes)
     outcomes = {}
     for policy in policies:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
         stream: Iterable[Arrival] = trace if trace is not None else arrivals(s, seed)
-        sim = Simulation(s, policy, settings, seed=seed, keep_spans=keep_spans)
+        sim: Simulation
+        if autoscale is None:
+            sim = Simulation(
+                s, policy, settings, seed=seed, keep_spans=keep_spans, idle_minutes=idle_minutes
+            )
+        else:
+            sim = ElasticSimulation(
+                s, policy, settings, seed=seed, autoscale=autoscale, keep_spans=keep_spans
+            )
         outcomes[policy] = sim.run(stream)
-    return Report(s, seed, outcomes, price_per_hour)
+    return Report(s, seed, outcomes, price_per_hour, autoscale)

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from comfyfleet.autoscaling import DEFAULT_IDLE_MINUTES
 from comfyfleet.cli_common import EXIT_OK, EXIT_USAGE
 from comfyfleet.router import POLICIES
+from comfyfleet.sim.fleet_size import COLD_BOOT_SECONDS
 from comfyfleet.sim.workload import DEFAULT_PRICE_PER_HOUR, SCENARIOS
 
 
@@ -36,6 +38,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fleet_range(text: str) -> tuple[int, int]:
+    """``MIN:MAX`` of --autoscale: 0 <= MIN <= MAX, MAX >= 1."""
+    low, colon, high = text.partition(":")
+    try:
+        bounds = int(low), int(high)
+    except ValueError:
+        bounds = (-1, -1)
+    if not colon or bounds[0] < 0 or bounds[1] < max(1, bounds[0]):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not MIN:MAX with whole numbers 0 <= MIN <= MAX and MAX >= 1"
+        )
+    return bounds
+
+
 def add_parser(commands: Any) -> None:
     """Register ``sim`` on the CLI's subcommands."""
     sim = commands.add_parser(
@@ -56,7 +72,9 @@ def add_parser(commands: Any) -> None:
         metavar="POLICY",
         help=f"routing policy: {'|'.join(POLICIES)}|all (default all)",
     )
-    sim.add_argument("--nodes", type=_positive_int, metavar="N", help="GPU nodes")
+    sim.add_argument(
+        "--nodes", type=_positive_int, metavar="N", help="GPU nodes (ignored with --autoscale)"
+    )
     sim.add_argument("--jobs", type=_positive_int, metavar="J", help="jobs submitted")
     sim.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default 1)")
     sim.add_argument(
@@ -77,9 +95,61 @@ def add_parser(commands: Any) -> None:
         help="the platform's own AWS cost per 1,000 jobs beside the GPU cost (scenario "
         "default: steady)",
     )
+    _add_autoscale_arguments(sim)
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
     sim.set_defaults(handler=cmd_sim)
+
+
+def _add_autoscale_arguments(sim: argparse.ArgumentParser) -> None:
+    sim.add_argument(
+        "--autoscale",
+        type=_fleet_range,
+        metavar="MIN:MAX",
+        help="scale the fleet with the stack's rules between MIN and MAX nodes, starting at "
+        "MIN; MAX replaces --nodes (and sets the arrivals' rate)",
+    )
+    sim.add_argument(
+        "--boot-seconds",
+        type=_positive_float,
+        default=COLD_BOOT_SECONDS,
+        metavar="S",
+        help=f"with --autoscale: launch to taking jobs (default {COLD_BOOT_SECONDS:.0f}, the "
+        "bootstrap from scratch)",
+    )
+    sim.add_argument(
+        "--warm-seconds",
+        type=_positive_float,
+        metavar="S",
+        help="with --autoscale: a warm pool; every scale-out starts in S seconds instead",
+    )
+    sim.add_argument(
+        "--idle-minutes",
+        type=_positive_int,
+        default=DEFAULT_IDLE_MINUTES,
+        metavar="M",
+        help="scale in to MIN after M minutes without a job (--autoscale 0:MAX); also the "
+        f"idle period of the first-after-idle figure (default {DEFAULT_IDLE_MINUTES})",
+    )
+    sim.add_argument(
+        "--backlog-per-node",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="with --autoscale: target visible shared-queue messages per node (default 2)",
+    )
+
+
+def _autoscale(args: argparse.Namespace) -> Any:
+    """The --autoscale options as comfyfleet.sim.Autoscale, or None for a fixed fleet."""
+    from comfyfleet.autoscaling import ScalingRules
+    from comfyfleet.sim.fleet_size import Autoscale
+
+    if args.autoscale is None:
+        return None
+    low, high = args.autoscale
+    rules = ScalingRules(low, high, args.backlog_per_node, args.idle_minutes)
+    return Autoscale(rules, args.boot_seconds, args.warm_seconds)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -113,6 +183,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         trace=trace,
         price_per_hour=args.price,
         keep_spans=bool(args.plot),
+        autoscale=_autoscale(args),
+        idle_minutes=args.idle_minutes,
     )
     if args.plot:
         from comfyfleet.sim.plot import write_charts
@@ -128,7 +200,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        print(_table(report.to_json(), report.details()))
+        print(_table(report.to_json(), report.details(), _describe(report)))
     return EXIT_OK
 
 
@@ -146,8 +218,11 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
-def _table(document: dict[str, Any], details: dict[str, dict[str, Any]]) -> str:
-    head = (
+def _table(
+    document: dict[str, Any], details: dict[str, dict[str, Any]], autoscaled: str | None
+) -> str:
+    elastic = autoscaled is not None
+    head = [
         "policy",
         "p50 s",
         "p95 s",
@@ -157,31 +232,56 @@ def _table(document: dict[str, Any], details: dict[str, dict[str, Any]]) -> str:
         "GPU util",
         "Jain",
         "$/1000 img",
+        "node-h",
         "done",
         "rejected",
-    )
+    ]
+    if elastic:
+        head += ["peak nodes", "1st after idle p95 s"]
     rows = [head]
-    for name, f in document["policies"].items():
-        d = details[name]
-        rows.append(
-            (
-                name,
-                f"{f['p50_wait_s']:.1f}",
-                f"{f['p95_wait_s']:.1f}",
-                f"{f['p99_wait_s']:.1f}",
-                f"{f['cold_start_fraction']:.1%}",
-                f"{f['bytes_downloaded'] / 1e12:.2f} TB",
-                f"{f['gpu_utilisation']:.1%}",
-                f"{f['jain_index']:.3f}",
-                f"{f['cost_per_1000_images']:.2f}",
-                str(d["completed"]),
-                str(d["rejected"]),
-            )
-        )
+    for name, figures in document["policies"].items():
+        rows.append(_row(name, figures, details[name], elastic))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [f"scenario {document['scenario']}, seed {document['seed']}"]
+    if elastic:
+        lines[0] += f", autoscaled {autoscaled}"
     for index, row in enumerate(rows):
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _row(name: str, f: dict[str, Any], d: dict[str, Any], elastic: bool) -> list[str]:
+    row = [
+        name,
+        f"{f['p50_wait_s']:.1f}",
+        f"{f['p95_wait_s']:.1f}",
+        f"{f['p99_wait_s']:.1f}",
+        f"{f['cold_start_fraction']:.1%}",
+        f"{f['bytes_downloaded'] / 1e12:.2f} TB",
+        f"{f['gpu_utilisation']:.1%}",
+        f"{f['jain_index']:.3f}",
+        f"{f['cost_per_1000_images']:.2f}",
+        f"{f['node_hours']:.1f}",
+        str(d["completed"]),
+        str(d["rejected"]),
+    ]
+    if elastic:
+        after_idle = f"{f['first_after_idle_p95_s']:.1f}" if d["jobs_after_idle"] else "none"
+        row += [str(d["peak_nodes"]), after_idle]
+    return row
+
+
+def _describe(report: Any) -> str | None:
+    """How the fleet was autoscaled, for the table's first line (None: a fixed fleet)."""
+    autoscale = report.autoscale
+    if autoscale is None:
+        return None
+    rules = autoscale.rules
+    start = (
+        f"warm pool {autoscale.warm_seconds:g} s"
+        if autoscale.warm_seconds is not None
+        else f"boot {autoscale.boot_seconds:g} s"
+    )
+    return f"{rules.min_nodes}:{rules.max_nodes}, {start}, idle {rules.scale_in_idle_minutes} min"

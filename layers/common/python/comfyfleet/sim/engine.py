@@ -9,7 +9,8 @@ What is the project's own code here, called as the services call it:
 - the LRU choice of ``cache_policy.lru_evictions``, as gpu_agent.cache calls it (in
   comfyfleet.sim.nodes, with the rest of what a node is);
 - the message group of ``RingMessage.group_id``, on a FIFO model (comfyfleet.sim.fifo);
-- the agent's receive order: its own queue first, then the shared queue.
+- the agent's receive order: its own queue first, then the shared queue;
+- with autoscaling, the stack's scaling rules (comfyfleet.autoscaling, in sim.fleet_size).
 The stores' transactions are replaced by the same counter moves on plain fields: the
 in-memory stores rescan every job for a backlog read, which a million jobs cannot afford.
 """
@@ -20,9 +21,10 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from comfyfleet.autoscaling import DEFAULT_IDLE_MINUTES
 from comfyfleet.domain import SHARED_ROUTE, Counters, Limits, NodeStatus, RingMessage
 from comfyfleet.router import ModelNeed
 from comfyfleet.scheduling import _has_room as has_room
@@ -33,7 +35,8 @@ from comfyfleet.sim.nodes import SimNode, new_node, sync_models
 from comfyfleet.sim.routing import FleetView
 from comfyfleet.sim.workload import WORKFLOW_CLASSES, Arrival, Scenario
 
-_FINISH, _FAIL, _REAP, _REPAIR, _POLL, _WAKE = range(6)
+_FINISH, _FAIL, _REAP, _REPAIR, _POLL, _WAKE, NEXT_EVENT_KIND = range(7)  # a subclass's from there
+Handler = Callable[[float, int, int], None]
 HELD = math.inf  # an agent keeps its message in flight while the job runs
 TIMELINE_BINS = 200
 FAIRNESS_PERIOD_SECONDS = 120.0  # backlog periods shorter than this are not measured
@@ -72,13 +75,27 @@ class Outcome:
     fairness_samples: list[float]  # per backlogged account: starts/s while backlogged ÷ weight
     sampling_spans: list[tuple[float, float]] = field(default_factory=list)
     failures: int = 0
+    billed_seconds: float = 0.0  # node-seconds paid for: launch (boot included) to removal
+    first_after_idle_waits: list[float] = field(default_factory=list)
+    fleet_sizes: list[tuple[float, int]] = field(default_factory=list)  # (time, launched)
 
 
 class Simulation:
-    """One fleet, one routing policy, one stream of arrivals."""
+    """One fleet of ``s.nodes``, one routing policy, one stream of arrivals.
+
+    ``idle_minutes``: how long a span without any job waiting or running must last for the
+    next job to count as the first after an idle period (``Outcome.first_after_idle_waits``).
+    """
 
     def __init__(
-        self, s: Scenario, policy: str, settings: Settings, *, seed: int, keep_spans: bool = False
+        self,
+        s: Scenario,
+        policy: str,
+        settings: Settings,
+        *,
+        seed: int,
+        keep_spans: bool = False,
+        idle_minutes: int = DEFAULT_IDLE_MINUTES,
     ) -> None:
         self.s = s
         self.policy = policy
@@ -93,11 +110,10 @@ class Simulation:
         self._seq = 0
         self.accounts: dict[str, _Account] = {}
         self.idle: deque[int] = deque()
-        self.nodes = [new_node(i, s) for i in range(s.nodes)]
-        for node in self.nodes:
-            self.view.join(node.info)
-            self._schedule_failure(node, 0.0)
-            self._push(0.0, _POLL, node.index)
+        self.nodes: list[SimNode] = []
+        # jobs admitted and not finished; since when there were none
+        self.active, self.quiet_since, self.idle_seconds = 0, 0.0, 60.0 * idle_minutes
+        self.after_idle: set[int] = set()
         # per job
         self.submitted: list[float] = []
         self.account_of: list[_Account] = []
@@ -107,12 +123,24 @@ class Simulation:
         self.started: list[float] = []
         self.cold: list[bool] = []
         self.out = Outcome(policy, s.nodes, [], 0, 0, 0, 0, 0.0, 0.0, 0.0, [])
+        self._start_fleet()
+
+    def _start_fleet(self) -> None:
+        """The fleet at time 0: ``s.nodes`` nodes in service."""
+        for _ in range(self.s.nodes):
+            node = new_node(len(self.nodes), self.s)
+            self.nodes.append(node)
+            self._enter_service(node, 0.0)
+
+    def _handlers(self) -> tuple[Handler, ...]:
+        """The handler of each event kind, by its number."""
+        return (self._finish, self._fail, self._reap, self._repair, self._poll, self._wake)
 
     # -- the loop ------------------------------------------------------------------------
 
     def run(self, arrivals: Iterable[Arrival]) -> Outcome:
         now = 0.0
-        handlers = (self._finish, self._fail, self._reap, self._repair, self._poll, self._wake)
+        handlers = self._handlers()
         for arrival in arrivals:
             while self.events and self.events[0][0] <= arrival.at:
                 now, _, kind, a, b = heapq.heappop(self.events)
@@ -158,6 +186,9 @@ class Simulation:
             self.out.rejected += 1  # 429 rate_limit_exceeded or queue_full
             return
         account.window_count += 1
+        if self.active == 0 and now - self.quiet_since >= self.idle_seconds:
+            self.after_idle.add(job)
+        self.active += 1
         seen = Counters(account.window_count, 0.0, waiting, account.ring, account.running)
         if has_room(seen, limits):
             self._send(job, account, now)
@@ -260,7 +291,13 @@ class Simulation:
         account = self.account_of[job]
         account.running -= 1
         self.out.completed += 1
-        self.out.waits.append(self.started[job] - self.submitted[job])
+        wait = self.started[job] - self.submitted[job]
+        self.out.waits.append(wait)
+        if job in self.after_idle:
+            self.out.first_after_idle_waits.append(wait)
+        self.active -= 1
+        if self.active == 0:
+            self.quiet_since = now
         self.out.cold_starts += self.cold[job]
         self.out.sampling_seconds += node.sampling[1] - node.sampling[0]  # a finished run only
         if self.keep_spans:
@@ -318,11 +355,16 @@ class Simulation:
     def _repair(self, now: float, index: int, _b: int) -> None:
         old = self.nodes[index]
         node = self.nodes[index] = new_node(index, self.s)
-        node.generation, node.up_since = old.generation + 1, now
+        node.generation = old.generation + 1
+        self._enter_service(node, now)
+
+    def _enter_service(self, node: SimNode, now: float) -> None:
+        """The node's agent registers and starts polling."""
+        node.up, node.up_since = True, now
         node.info.heartbeat_at = now
         self.view.join(node.info)
         self._schedule_failure(node, now)
-        self._push(now, _POLL, index)
+        self._push(now, _POLL, node.index)
 
     def _end_backlog(self, account: _Account, now: float) -> None:
         """Count a backlog period towards fairness if it was long: a short one starts with
@@ -338,6 +380,7 @@ class Simulation:
         out = self.out
         out.makespan = now
         out.node_seconds += sum(now - n.up_since for n in self.nodes if n.up)
+        out.billed_seconds = self._billed_seconds(now)
         # Accounts that wanted more than they got for a tenth of the run: their share is
         # the ring's doing, not a brief spike's.
         min_backlogged = max(FAIRNESS_PERIOD_SECONDS, 0.1 * now)
@@ -348,3 +391,7 @@ class Simulation:
                 rate = account.backlogged_starts / account.backlogged_seconds
                 out.fairness_samples.append(rate / account.weight)
         return out
+
+    def _billed_seconds(self, now: float) -> float:
+        """A fixed fleet is paid for whole: every node, the whole run."""
+        return self.s.nodes * now

@@ -29,7 +29,7 @@ def jain_index(values: Sequence[float]) -> float:
 def summary(out: Outcome, price_per_hour: float) -> dict[str, Any]:
     """The per-policy object of ``comfyfleet sim --json``."""
     waits = sorted(out.waits)
-    node_hours = out.nodes * out.makespan / 3600
+    node_hours = out.billed_seconds / 3600  # a fixed fleet's: nodes × the run
     return {
         "p50_wait_s": round(percentile(waits, 0.50), 3),
         "p95_wait_s": round(percentile(waits, 0.95), 3),
@@ -43,6 +43,9 @@ def summary(out: Outcome, price_per_hour: float) -> dict[str, Any]:
         "cost_per_1000_images": round(price_per_hour * node_hours / out.completed * 1000, 4)
         if out.completed
         else 0.0,
+        "node_hours": round(node_hours, 3),
+        # 0 when no job came after an idle period
+        "first_after_idle_p95_s": round(percentile(sorted(out.first_after_idle_waits), 0.95), 3),
     }
 
 
@@ -54,6 +57,8 @@ def details(out: Outcome) -> dict[str, Any]:
         "failures": out.failures,
         "makespan_s": round(out.makespan, 1),
         "accounts_in_fairness": len(out.fairness_samples),
+        "jobs_after_idle": len(out.first_after_idle_waits),
+        "peak_nodes": max((size for _, size in out.fleet_sizes), default=out.nodes),
     }
 
 
