@@ -35,6 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError
 from s3transfer.subscribers import BaseSubscriber
 
+from comfyfleet import aws_faults
 from comfyfleet.aws_calls import count_calls
 from comfyfleet.workflow.refs import ModelRef
 from comfyfleet.workflow.urls import normalise_url
@@ -104,6 +105,7 @@ def mirror_client(
         "s3", endpoint_url=endpoint_url, region_name=region_name, config=config
     )
     count_calls(made)  # the dev stack's request counting; off elsewhere
+    aws_faults.install(made)  # the dev stack's fault injection; refused elsewhere
     return made
 
 

@@ -13,15 +13,17 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from comfyfleet import aws_faults
 from comfyfleet.aws_calls import count_calls
 
-_CONFIG = Config(
+# What every client gets: standard retries (throttling and 5xx), short connects.
+CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4},
     connect_timeout=3,
     read_timeout=25,
     max_pool_connections=50,
 )
-_clients: dict[tuple[str, str | None, str | None], Any] = {}
+_clients: dict[tuple[str, str | None, str | None, bool], Any] = {}
 # One session for all clients: a session caches botocore's endpoint and model data, which a
 # fresh session parses again (≈ 120 ms of JSON per client, measured by bench/bench_import.py).
 # Sessions are not thread-safe, so clients are made under the lock.
@@ -29,10 +31,17 @@ _session: boto3.session.Session | None = None
 _lock = threading.Lock()
 
 
-def client(service: str, *, endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """The process's client for ``service`` (and endpoint, region)."""
+def client(
+    service: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    faults: bool = True,
+) -> Any:
+    """The process's client for ``service`` (and endpoint, region). ``faults=False``: never
+    one of the dev stack's injected faults (its own plumbing, playing AWS's pollers)."""
     global _session
-    key = (service, endpoint_url, region)
+    key = (service, endpoint_url, region, faults)
     found = _clients.get(key)
     if found is None:
         with _lock:
@@ -40,10 +49,13 @@ def client(service: str, *, endpoint_url: str | None = None, region: str | None 
             if found is None:
                 if _session is None:
                     _session = boto3.session.Session()
-                found = _clients[key] = _session.client(
-                    service, endpoint_url=endpoint_url, region_name=region, config=_CONFIG
+                made = _session.client(
+                    service, endpoint_url=endpoint_url, region_name=region, config=CLIENT_CONFIG
                 )
-                count_calls(found)  # the dev stack's request counting; off elsewhere
+                count_calls(made)  # the dev stack's request counting; off elsewhere
+                if faults:
+                    aws_faults.install(made)  # the dev stack's fault injection; refused elsewhere
+                found = _clients[key] = made
     return found
 
 
