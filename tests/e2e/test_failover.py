@@ -3,6 +3,7 @@ and a fast reaper."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -73,21 +74,51 @@ def test_a_job_whose_agent_is_killed_completes_on_another_agent_once(
     nodes = {node["node_id"]: node for node in admin.nodes()["nodes"]}
     survivor = next(node_id for node_id in pids if node_id != victim)
     assert nodes[survivor]["status"] in ("idle", "busy")
+
+
+def test_a_killed_agent_and_a_killed_fakecomfy_start_again_with_new_pids(
+    stack: RunningStack,
+) -> None:
+    admin = Client(stack.api_url, stack.admin_key)
+    before = {agent["node_id"]: agent for agent in current(stack)}
+    victim, other = sorted(before)
+    os.kill(before[victim]["pid"], signal.SIGKILL)
+    os.kill(before[other]["comfy_pid"], signal.SIGKILL)
+
+    def restarted() -> bool:
+        now = {agent["node_id"]: agent for agent in current(stack)}
+        return (
+            now[victim]["pid"] != before[victim]["pid"]
+            and now[other]["comfy_pid"] != before[other]["comfy_pid"]
+        )
+
+    eventually(restarted, timeout=20)
+    now = {agent["node_id"]: agent for agent in current(stack)}
+    assert alive(now[victim]["pid"]) and alive(now[other]["comfy_pid"])
+    assert now[victim]["restarts"] >= 1 and now[other]["restarts"] >= 1
+    assert now[other]["pid"] == before[other]["pid"]  # its agent carried on
+    # Both take jobs again: the restarted agent registers, the other sees ComfyUI back.
     eventually(
         lambda: (
-            admin.nodes()["nodes"]
-            and any(
-                n["node_id"] == victim and n["status"] == "offline" for n in admin.nodes()["nodes"]
-            )
+            {n["node_id"]: n["status"] for n in admin.nodes()["nodes"]}.get(victim)
+            in ("idle", "busy")
+            and {n["node_id"]: n["status"] for n in admin.nodes()["nodes"]}.get(other)
+            in ("idle", "busy")
         ),
-        timeout=20,
+        timeout=30,
     )
+    assert "started again" in stack.log("stack")
+
+
+def current(stack: RunningStack) -> list[dict]:
+    """The agents as dev.json names them now (the stack rewrites it after a restart)."""
+    return list(json.loads((stack.state_dir / "dev.json").read_text())["agents"])
 
 
 def test_sigterm_stops_the_stack_and_everything_it_started(stack: RunningStack) -> None:
     # Last in this module: it stops the module's stack.
-    children = [agent["pid"] for agent in stack.agents] + [
-        agent["comfy_pid"] for agent in stack.agents
+    children = [agent["pid"] for agent in current(stack)] + [
+        agent["comfy_pid"] for agent in current(stack)
     ]
 
     stack.process.send_signal(signal.SIGTERM)

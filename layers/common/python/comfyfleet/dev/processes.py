@@ -54,6 +54,8 @@ class ChildProcess:
     ) -> None:
         self.name = name
         self.log_path = log_path
+        self.argv, self.env, self.cwd = list(argv), dict(env), cwd
+        self.started_at = time.monotonic()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             self.popen = subprocess.Popen(
@@ -65,6 +67,12 @@ class ChildProcess:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_own_group_and_death_signal,  # noqa: PLW1509 (spawned from the main thread)
             )
+
+    def respawn(self) -> ChildProcess:
+        """The same command started again, its output appended to the same log."""
+        return ChildProcess(
+            self.name, self.argv, env=self.env, log_path=self.log_path, cwd=self.cwd
+        )
 
     @property
     def pid(self) -> int:

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comfyfleet import aws_faults
 from comfyfleet.api.local import LocalGateway
+from comfyfleet.dev.agents import AgentLayout, AgentProcess, Supervisor, start_agents
 from comfyfleet.dev.front import HttpFront
 from comfyfleet.dev.functions import LocalFunction, ScheduledInvoker, SqsEventSource
 from comfyfleet.dev.local_aws import LocalAws
-from comfyfleet.dev.processes import ChildProcess, free_port, stop_all
+from comfyfleet.dev.processes import stop_all
 from comfyfleet.domain import Scope
 from comfyfleet.errors import NodeNotFound
 
@@ -82,27 +84,6 @@ class DevOptions:
 
 
 @dataclass
-class AgentProcess:
-    node_id: str
-    comfy_url: str
-    comfy_root: Path
-    cache_dir: Path
-    process: ChildProcess
-    comfy: ChildProcess | None = None
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "node_id": self.node_id,
-            "pid": self.process.pid,
-            "comfy_url": self.comfy_url,
-            "comfy_pid": self.comfy.pid if self.comfy else None,
-            "comfy_root": str(self.comfy_root),
-            "cache_dir": str(self.cache_dir),
-            "log": str(self.process.log_path),
-        }
-
-
-@dataclass
 class DevStack:
     options: DevOptions
     aws: LocalAws | None = None
@@ -110,7 +91,7 @@ class DevStack:
     loops: list[SqsEventSource | ScheduledInvoker] = field(default_factory=list)
     agents: list[AgentProcess] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
-    _reported_exits: set[str] = field(default_factory=set)
+    supervisor: Supervisor | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -130,6 +111,13 @@ class DevStack:
         """Start every part, write dev.json and return its content."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self.state_file.unlink(missing_ok=True)
+        # Faults wait until the stack is up: its own set-up is not what they test.
+        faults = os.environ.pop(aws_faults.FAULTS_ENV, "")
+        try:
+            aws_faults.parse_faults(faults)
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
+        os.environ[aws_faults.STACK_ENV] = str(os.getpid())
         self.aws = LocalAws().start()
         _configure_environment(self.aws.url, self.options)
         from comfyfleet.aws import client, reset_clients
@@ -149,7 +137,8 @@ class DevStack:
         get_settings.cache_clear()
         self.front.start()
 
-        sqs = client("sqs", endpoint_url=self.aws.url, region=REGION)
+        # Lambda's event source mapping, played here: not one of the functions' calls.
+        sqs = client("sqs", endpoint_url=self.aws.url, region=REGION, faults=False)
         webhooks_url = provisioned.queue_urls[WEBHOOKS_QUEUE.logical]
         webhooks_arn = sqs.get_queue_attributes(QueueUrl=webhooks_url, AttributeNames=["QueueArn"])[
             "Attributes"
@@ -164,7 +153,7 @@ class DevStack:
             loop.start()
 
         keys = self._bootstrap_accounts(settings)
-        self._start_agents()
+        self._start_agents(faults)
         self._wait_for_agents(settings)
         self.info = {
             "api_url": self.front.url,
@@ -178,10 +167,11 @@ class DevStack:
                 loop.function.name for loop in self.loops if not loop.function.available()
             ],
             "agents": [agent.describe() for agent in self.agents],
+            "faults": faults,
         }
-        temporary = self.state_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.info, indent=2) + "\n")
-        temporary.replace(self.state_file)  # whole or absent: launchers poll for it
+        if faults:
+            os.environ[aws_faults.FAULTS_ENV] = faults  # the functions' calls, from now on
+        self._write_state()
         return self.info
 
     def _bootstrap_accounts(self, settings: Any) -> dict[str, str]:
@@ -210,50 +200,15 @@ class DevStack:
             return list(self.options.comfy)
         return [None] * self.options.agents
 
-    def _start_agents(self) -> None:
-        base_env = {**AGENT_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}
-        for index, target in enumerate(self._targets(), start=1):
-            node_id = f"dev-node-{index}"
-            home = self.state_dir / "nodes" / node_id
-            cache = self.state_dir / "shared-cache" if self.options.shared_cache else home / "cache"
-            comfy: ChildProcess | None = None
-            if target is None:
-                root = home / "comfyui"
-                port = free_port()
-                comfy = ChildProcess(
-                    f"fakecomfy-{index}",
-                    [
-                        sys.executable,
-                        "-m",
-                        "comfyfleet.cli",
-                        "fakecomfy",
-                        "--port",
-                        str(port),
-                        "--root",
-                        str(root),
-                        "--step-seconds",
-                        str(self.options.step_seconds),
-                        "--previews",
-                    ],
-                    env=base_env,
-                    log_path=self.logs / f"fakecomfy-{index}.log",
-                )
-                target = ComfyTarget(f"http://127.0.0.1:{port}", root)
-            env = {
-                **base_env,
-                "COMFYFLEET_NODE_ID": node_id,
-                "COMFYFLEET_ON_EC2": "false",  # no requests to the metadata address here
-                "COMFYFLEET_COMFY_URL": target.url,
-                "COMFYFLEET_COMFY_ROOT": str(target.root),
-                "COMFYFLEET_CACHE_DIR": str(cache),
-            }
-            agent = ChildProcess(
-                node_id,
-                [sys.executable, "-m", "gpu_agent"],
-                env=env,
-                log_path=self.logs / f"{node_id}.log",
-            )
-            self.agents.append(AgentProcess(node_id, target.url, target.root, cache, agent, comfy))
+    def _start_agents(self, faults: str) -> None:
+        env = {**AGENT_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}
+        if faults:
+            env[aws_faults.FAULTS_ENV] = faults
+        layout = AgentLayout(
+            self.state_dir, self.logs, env, self.options.shared_cache, self.options.step_seconds
+        )
+        self.agents = start_agents(self._targets(), layout)
+        self.supervisor = Supervisor(self.agents)
 
     def _wait_for_agents(self, settings: Any) -> None:
         """Until every agent has registered its node (or one has died: its log says why)."""
@@ -283,22 +238,18 @@ class DevStack:
     # -- while running ---------------------------------------------------------------------------
 
     def check_children(self) -> list[str]:
-        """Names of children that exited since the last check (each reported once)."""
-        exited = []
-        for agent in self.agents:
-            for child in (agent.process, agent.comfy):
-                if child is None or child.alive() or child.name in self._reported_exits:
-                    continue
-                self._reported_exits.add(child.name)
-                exited.append(child.name)
-                logger.warning(
-                    "%s (pid %d) exited with code %s; log: %s",
-                    child.name,
-                    child.pid,
-                    child.popen.returncode,
-                    child.log_path,
-                )
-        return exited
+        """Start again the children that died (with backoff); the names started again.
+        dev.json then names their new pids."""
+        restarted = self.supervisor.check() if self.supervisor else []
+        if restarted:
+            self.info["agents"] = [agent.describe() for agent in self.agents]
+            self._write_state()
+        return restarted
+
+    def _write_state(self) -> None:
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.info, indent=2) + "\n")
+        temporary.replace(self.state_file)  # whole or absent: launchers poll for it
 
     # -- stop -----------------------------------------------------------------------------------
 
@@ -359,6 +310,11 @@ def banner(info: dict[str, Any]) -> str:
     caches = {agent.get("cache_dir") for agent in info["agents"]}
     if len(info["agents"]) > 1 and len(caches) == 1:
         lines.append(f"  cache       {caches.pop()} (one for all the agents)")
+    lines.append(
+        "  restarts    a dead agent or fakecomfy starts again (Restart=always, with backoff)"
+    )
+    if info.get("faults"):
+        lines.append(f"  faults      {info['faults']} of AWS calls fail (COMFYFLEET_DEV_FAULTS)")
     for name in info.get("absent_functions") or []:
         lines.append(f"  absent      functions/{name}/app.py: not run")
     cli = _cli_command()
