@@ -9,13 +9,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from comfyfleet.autoscaling import DEFAULT_IDLE_MINUTES
+from comfyfleet.autoscaling import DEFAULT_IDLE_MINUTES, ScalingRules
 from comfyfleet.cli_common import EXIT_OK, EXIT_USAGE
 from comfyfleet.router import POLICIES
-from comfyfleet.sim.fleet_size import COLD_BOOT_SECONDS
+from comfyfleet.sim.fleet_size import COLD_BOOT_SECONDS, Autoscale
 from comfyfleet.sim.workload import DEFAULT_PRICE_PER_HOUR, SCENARIOS
+
+if TYPE_CHECKING:
+    from comfyfleet.sim import Report
 
 
 def _positive_int(text: str) -> int:
@@ -140,11 +143,8 @@ def _add_autoscale_arguments(sim: argparse.ArgumentParser) -> None:
     )
 
 
-def _autoscale(args: argparse.Namespace) -> Any:
-    """The --autoscale options as comfyfleet.sim.Autoscale, or None for a fixed fleet."""
-    from comfyfleet.autoscaling import ScalingRules
-    from comfyfleet.sim.fleet_size import Autoscale
-
+def _autoscale(args: argparse.Namespace) -> Autoscale | None:
+    """The --autoscale options, or None for a fixed fleet."""
     if args.autoscale is None:
         return None
     low, high = args.autoscale
@@ -273,7 +273,7 @@ def _row(name: str, f: dict[str, Any], d: dict[str, Any], elastic: bool) -> list
     return row
 
 
-def _describe(report: Any) -> str | None:
+def _describe(report: Report) -> str | None:
     """How the fleet was autoscaled, for the table's first line (None: a fixed fleet)."""
     autoscale = report.autoscale
     if autoscale is None:
