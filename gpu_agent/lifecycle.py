@@ -6,7 +6,11 @@ boot (userdata/node.sh): the first one (before the instance goes in service, or 
 pool's stop) and each later one (a warm-pool instance waking up). A hook that is not waiting
 (none configured, already completed, timed out) is not an error: the boot is done either way.
 
-Exit codes: 0 completed or nothing to complete; 1 the call failed; 2 the settings are not usable.
+``python -m gpu_agent.lifecycle warming`` says whether this boot ends in the warm pool: the
+bootstrap then prefetches the environment's models before the hook lets the instance stop.
+
+Exit codes (ready): 0 completed or nothing to complete; 1 the call failed; 2 the settings are
+not usable. (warming): 0 the boot ends in the warm pool, 1 it ends in service.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ def wait_in_service(
     return False
 
 
+def warming(metadata: Metadata = imds_get) -> bool:
+    """Whether this boot ends in the warm pool: the instance is stopped when it is done."""
+    state = metadata(TARGET_STATE)
+    return state is not None and state.strip().startswith("Warmed:")
+
+
 def complete_launch(
     autoscaling: Any, *, group: str, hook: str, metadata: Metadata = imds_get
 ) -> bool:
@@ -83,8 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m gpu_agent.lifecycle",
         description="Complete this instance's launch lifecycle hook (the bootstrap, per boot).",
     )
-    parser.add_argument("command", choices=["ready"])
-    parser.parse_args(argv)
+    parser.add_argument(
+        "command",
+        choices=["ready", "warming"],
+        help="ready: complete the launch hook; warming: exit 0 when this boot ends in the "
+        "warm pool (stopped), 1 when it ends in service",
+    )
+    command = parser.parse_args(argv).command
+    if command == "warming":
+        return 0 if warming() else 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     try:
         settings = read_settings(AgentSettings)

@@ -181,34 +181,31 @@ MAIN_STUBS = """
 install_node() { echo install_node; }
 prepare_boot() { echo prepare_boot; }
 complete_launch() { echo complete_launch; }
-as_agent() { echo "as_agent ${*:2:2}"; }
+prefetch_models() { echo prefetch_models; }
+as_agent() { echo as_agent; [ "${WARM:-no}" = yes ]; }  # asked whether the boot is warming
 systemctl() { echo "systemctl $*"; }
 install() { echo install; }
 gpu_count() { echo 1; }
 """
+START = ["install", "prepare_boot", "systemctl", "as_agent"]
 
 
 @pytest.mark.parametrize(
-    ("mode", "marked", "steps"),
+    ("mode", "marked", "warm", "steps"),
     [
-        ("bake", False, ["install_node"]),
-        (
-            "first-boot",
-            False,
-            ["install_node", "install", "prepare_boot", "systemctl", "as_agent", "complete_launch"],
-        ),
+        ("bake", False, "no", ["install_node"]),
+        # In service as soon as it is up; the models come while it takes jobs.
+        ("first-boot", False, "no", ["install_node", *START, "complete_launch", "prefetch_models"]),
         # A baked image: no install at first boot, straight to the start.
-        (
-            "first-boot",
-            True,
-            ["install", "prepare_boot", "systemctl", "as_agent", "complete_launch"],
-        ),
+        ("first-boot", True, "no", [*START, "complete_launch", "prefetch_models"]),
+        # Into the warm pool: the models first, since the hook's end stops the instance.
+        ("first-boot", True, "yes", [*START, "prefetch_models", "complete_launch"]),
         # A warm-pool instance waking: settings and disk, the hook; the units start themselves.
-        ("boot", True, ["prepare_boot", "complete_launch"]),
+        ("boot", True, "no", ["prepare_boot", "complete_launch"]),
     ],
 )
 def test_each_mode_runs_its_half_of_the_one_script(
-    functions: Path, tmp_path: Path, mode: str, marked: bool, steps: list[str]
+    functions: Path, tmp_path: Path, mode: str, marked: bool, warm: str, steps: list[str]
 ) -> None:
     script = render_user_data(
         read_config({}),
@@ -222,7 +219,7 @@ def test_each_mode_runs_its_half_of_the_one_script(
     marker, booted = tmp_path / "installed", tmp_path / "booted"
     if marked:
         marker.write_text(f"{read_config({}).node_environment.environment_id} source.zip\n")
-    setup = f"INSTALLED={marker}\nBOOTED={booted}\n{MAIN_STUBS}\nset -- {mode}\n"
+    setup = f"INSTALLED={marker}\nBOOTED={booted}\nWARM={warm}\n{MAIN_STUBS}\nset -- {mode}\n"
     ran = [line.split()[0] for line in bash(functions, setup + main).splitlines()]
     ran = [step for step in ran if step != "comfyfleet:"]
     assert ran == steps

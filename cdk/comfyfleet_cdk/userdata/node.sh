@@ -261,6 +261,13 @@ prepare_boot() {
   chown -R comfyfleet:comfyfleet "$STATE_DIR"
 }
 
+# The environment's [[models]] into the shared cache (the mirror first, the origin on a miss,
+# written through) while ComfyUI starts. Not fatal: the agents fetch what a job needs.
+prefetch_models() {
+  as_agent "$HOME_DIR/venv/bin/python" -m gpu_agent.prefetch --environment "$ENVIRONMENT_FILE" \
+    || echo "comfyfleet: model prefetch failed; the agents fetch models on demand"
+}
+
 # The launch lifecycle hook holds the instance out of service (or out of the warm pool's
 # stop) until this boot is done; the agents register only once it is InService.
 complete_launch() {
@@ -294,11 +301,15 @@ case "$MODE" in
     prepare_boot
     # shellcheck disable=SC2046 # one unit name per word
     systemctl enable --now $(gpu_units "$(gpu_count)")
-    # The environment's [[models]] into the shared cache (the mirror first, the origin on a
-    # miss, written through) while ComfyUI starts. Not fatal: agents fetch what a job needs.
-    as_agent "$HOME_DIR/venv/bin/python" -m gpu_agent.prefetch --environment "$ENVIRONMENT_FILE" \
-      || echo "comfyfleet: model prefetch failed; the agents fetch models on demand"
     touch "$BOOTED"
-    complete_launch
+    # In service at once (the agents take jobs while the models come); a warm-pool instance
+    # only once they are in its cache, since the hook's end stops it.
+    if as_agent "$HOME_DIR/venv/bin/python" -m gpu_agent.lifecycle warming; then
+      prefetch_models
+      complete_launch
+    else
+      complete_launch
+      prefetch_models
+    fi
     ;;
 esac
