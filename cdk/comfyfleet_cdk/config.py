@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from comfyfleet.autoscaling import DEFAULT_IDLE_MINUTES, ScalingRules
+from comfyfleet.autoscaling import DEFAULT_IDLE_MINUTES, DEFAULT_JOBS_PER_NODE, ScalingRules
 from comfyfleet.environment import EnvironmentProblems
 from comfyfleet.settings import ENV_PREFIX, Settings
 from comfyfleet_cdk.node_environment import NodeEnvironment, core_environment, file_environment
@@ -52,7 +52,7 @@ CONTEXT_KEYS = (
     "max_nodes",
     "desired_nodes",
     "spot",
-    "backlog_per_node",
+    "jobs_per_node",
     "scale_in_idle_minutes",
     "warm_pool",
     "bake",
@@ -68,6 +68,14 @@ CONTEXT_KEYS = (
     "settings",
     "agent",
 )
+
+
+# Keys of earlier releases, refused with what replaced them (a silently ignored key would
+# deploy something else than the operator wrote).
+RETIRED_KEYS = {
+    "backlog_per_node": "scaling now tracks jobs waiting or running per node taking jobs: "
+    "jobs_per_node (default 0.8; see README, Deploying)",
+}
 
 
 class ConfigError(ValueError):
@@ -90,7 +98,8 @@ class DeploymentConfig:
     max_nodes: int = 4
     desired_nodes: int | None = None
     spot: bool = False
-    backlog_per_node: int = 2
+    # Target tracking's target: jobs waiting or running per node taking jobs.
+    jobs_per_node: float = DEFAULT_JOBS_PER_NODE
     # min_nodes=0: minutes without a visible message or a busy node before the last goes.
     scale_in_idle_minutes: int = DEFAULT_IDLE_MINUTES
     # Instances kept stopped with their setup done, started on scale-out (0: none).
@@ -119,7 +128,7 @@ class DeploymentConfig:
     def scaling(self) -> ScalingRules:
         """The scaling rules the fleet's policies implement (comfyfleet.autoscaling)."""
         return ScalingRules(
-            self.min_nodes, self.max_nodes, self.backlog_per_node, self.scale_in_idle_minutes
+            self.min_nodes, self.max_nodes, self.jobs_per_node, self.scale_in_idle_minutes
         )
 
     @property
@@ -145,6 +154,16 @@ def _int(key: str, value: Any, *, low: int = 0) -> int:
         raise ConfigError(f"context {key}={value!r}: expected an integer") from None
     if number < low:
         raise ConfigError(f"context {key}={value!r}: must be at least {low}")
+    return number
+
+
+def _float(key: str, value: Any, *, high: float = 100.0) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"context {key}={value!r}: expected a number") from None
+    if not 0 < number <= high:
+        raise ConfigError(f"context {key}={value!r}: must be above 0 and at most {high:g}")
     return number
 
 
@@ -194,7 +213,6 @@ def read_config(context: Mapping[str, Any]) -> DeploymentConfig:
     for key, low in (
         ("min_nodes", 0),
         ("max_nodes", 1),
-        ("backlog_per_node", 1),
         ("scale_in_idle_minutes", 1),
         ("warm_pool", 0),
         ("volume_gb", 50),
@@ -203,6 +221,10 @@ def read_config(context: Mapping[str, Any]) -> DeploymentConfig:
         ("log_retention_days", 1),
     ):
         values[key] = _int(key, get(key, defaults[key].default), low=low)
+    for key, instead in RETIRED_KEYS.items():
+        if key in context:
+            raise ConfigError(f"context {key} is gone: {instead}")
+    values["jobs_per_node"] = _float("jobs_per_node", get("jobs_per_node", DEFAULT_JOBS_PER_NODE))
     if get("desired_nodes") not in (None, ""):
         values["desired_nodes"] = _int("desired_nodes", get("desired_nodes"))
     settings = _settings(context, stage)

@@ -1,5 +1,5 @@
 """The fleet's scaling policies: comfyfleet.autoscaling's rules as Auto Scaling and CloudWatch
-resources. Target tracking on shared-queue backlog per node in service, always; with
+resources. Target tracking on jobs waiting or running per node taking jobs, always; with
 ``min_nodes=0`` a step policy that starts one node from none when messages wait, and one that
 takes the fleet to none after ``scale_in_idle_minutes`` without a visible message or a busy
 node. The simulation (``comfyfleet sim --autoscale``) applies the same rules."""
@@ -50,50 +50,53 @@ class FleetScaling(Construct):
 
     def tracked_expression(self) -> str:
         """The target tracking metric's math (ScalingRules.tracked_metric, in CloudWatch's
-        words): no node in service reads as the target itself, so nothing moves."""
-        if not self.rules.to_zero:
-            return "backlog / nodes"
+        words): jobs waiting or running per node taking jobs; no such node reads as the
+        target itself, so nothing moves."""
+        floor = f" + {rules.FLOOR_PER_NODE}" if self.rules.to_zero else ""
+        nodes = "FILL(idle, 0) + FILL(busy, 0)"
         return (
-            f"IF(nodes > 0, backlog / nodes + {rules.FLOOR_PER_NODE}, "
-            f"{self.rules.backlog_per_node})"
+            f"IF({nodes} > 0, (FILL(backlog, 0) + FILL(busy, 0)) / ({nodes}){floor}, "
+            f"{self.rules.jobs_per_node:g})"
         )
 
     def _track(self, warmup_seconds: int) -> autoscaling.CfnScalingPolicy:
-        """Target tracking on (visible shared-queue messages) / (nodes in service)."""
+        """Target tracking on (visible shared-queue messages + busy nodes) / (idle + busy
+        nodes), the nodes by the reaper's count (one per GPU)."""
         metrics = autoscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
             metrics=[
                 _query(
                     "backlog",
                     "AWS/SQS",
                     "ApproximateNumberOfMessagesVisible",
-                    "QueueName",
-                    self.queue_name,
+                    {"QueueName": self.queue_name},
                     "Sum",
                 ),
-                _query(
-                    "nodes",
-                    "AWS/AutoScaling",
-                    "GroupInServiceInstances",
-                    "AutoScalingGroupName",
-                    self.group.auto_scaling_group_name,
-                    "Average",
+                *(
+                    _query(
+                        status.value,
+                        names.NAMESPACE,
+                        names.NODES_BY_STATUS,
+                        {"service": service_name("reaper"), names.STATUS: status.value},
+                        "Maximum",
+                    )
+                    for status in (NodeStatus.IDLE, NodeStatus.BUSY)
                 ),
                 _Query(
-                    id="backlog_per_node",
+                    id="jobs_per_node",
                     expression=self.tracked_expression(),
-                    label="Shared-queue messages per node in service",
+                    label="Jobs waiting or running per node taking jobs",
                     return_data=True,
                 ),
             ]
         )
         return autoscaling.CfnScalingPolicy(
             self,
-            "BacklogPerNode",
+            "JobsPerNode",
             auto_scaling_group_name=self.group.auto_scaling_group_name,
             policy_type="TargetTrackingScaling",
             estimated_instance_warmup=warmup_seconds,
             target_tracking_configuration=autoscaling.CfnScalingPolicy.TargetTrackingConfigurationProperty(
-                target_value=float(self.rules.backlog_per_node),
+                target_value=float(self.rules.jobs_per_node),
                 customized_metric_specification=metrics,
             ),
         )
@@ -197,7 +200,7 @@ class FleetScaling(Construct):
         return alarm
 
 
-def _query(id: str, namespace: str, name: str, dimension: str, value: str, stat: str) -> _Query:
+def _query(id: str, namespace: str, name: str, dimensions: dict[str, str], stat: str) -> _Query:
     """One metric of a target tracking policy's math, not returned itself."""
     return _Query(
         id=id,
@@ -207,9 +210,8 @@ def _query(id: str, namespace: str, name: str, dimension: str, value: str, stat:
                 namespace=namespace,
                 metric_name=name,
                 dimensions=[
-                    autoscaling.CfnScalingPolicy.MetricDimensionProperty(
-                        name=dimension, value=value
-                    )
+                    autoscaling.CfnScalingPolicy.MetricDimensionProperty(name=key, value=value)
+                    for key, value in dimensions.items()
                 ],
             ),
             stat=stat,

@@ -9,7 +9,7 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
 from comfyfleet_cdk.api import Api
-from comfyfleet_cdk.config import CONTEXT_KEYS, DeploymentConfig, read_config
+from comfyfleet_cdk.config import CONTEXT_KEYS, RETIRED_KEYS, DeploymentConfig, read_config
 from comfyfleet_cdk.data import Data
 from comfyfleet_cdk.fleet import Fleet
 from comfyfleet_cdk.functions import Functions
@@ -96,5 +96,7 @@ def build_app(context: dict[str, Any] | None = None, *, outdir: str | None = Non
 def _context_of(app: App) -> dict[str, Any]:
     """The context values the config reads (tryGetContext, key by key)."""
     return {
-        key: value for key in CONTEXT_KEYS if (value := app.node.try_get_context(key)) is not None
+        key: value
+        for key in (*CONTEXT_KEYS, *RETIRED_KEYS)
+        if (value := app.node.try_get_context(key)) is not None
     }

@@ -203,12 +203,15 @@ def test_target_tracking_never_divides_by_zero_nodes(elastic: Synthesised) -> No
         if "Expression" in m
     ]
     scaling = elastic.stack.config.scaling
+    nodes = "FILL(idle, 0) + FILL(busy, 0)"
     assert expression == (
-        f"IF(nodes > 0, backlog / nodes + {rules.FLOOR_PER_NODE}, {scaling.backlog_per_node})"
+        f"IF({nodes} > 0, (FILL(backlog, 0) + FILL(busy, 0)) / ({nodes}) "
+        f"+ {rules.FLOOR_PER_NODE}, {scaling.jobs_per_node:g})"
     )
     # The expression is ScalingRules.tracked_metric: no node reads as the target itself.
-    assert scaling.tracked_metric(5, 0) == scaling.backlog_per_node
-    assert tracking["TargetValue"] == scaling.backlog_per_node
+    assert scaling.tracked_metric(5, 0, 0) == scaling.jobs_per_node
+    assert scaling.tracked_metric(3, 1, 2) == 2 + rules.FLOOR_PER_NODE
+    assert tracking["TargetValue"] == scaling.jobs_per_node
     warmup = [p.get("EstimatedInstanceWarmup") for p in policies(elastic).values()]
     assert WARMUP_BAKED_SECONDS in warmup
 
@@ -260,3 +263,22 @@ def test_warm_pool_refuses_spot_and_a_pool_above_max(tmp_path: Path) -> None:
         read_config({"warm_pool": 9, "max_nodes": 4})
     config = read_config({"warm_pool": "2", "bake": "true", "scale_in_idle_minutes": "30"})
     assert (config.warm_pool, config.bake, config.scaling.scale_in_idle_minutes) == (2, True, 30)
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"jobs_per_node": "0"}, "above 0"),
+        ({"jobs_per_node": "lots"}, "expected a number"),
+        ({"scale_in_idle_minutes": "0"}, "at least 1"),
+        ({"backlog_per_node": "2"}, "jobs_per_node"),  # the old key says what replaced it
+    ],
+)
+def test_scaling_options_refuse_bad_values_naming_the_key(
+    context: dict[str, str], message: str
+) -> None:
+    from comfyfleet_cdk.config import ConfigError, read_config
+
+    with pytest.raises(ConfigError, match=message):
+        read_config(context)
+    assert read_config({"jobs_per_node": "1.5"}).scaling.jobs_per_node == 1.5

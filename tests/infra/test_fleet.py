@@ -86,20 +86,28 @@ def test_termination_hook_gives_the_agent_its_drain_grace(synthesised: Synthesis
     )
 
 
-def test_scaling_tracks_shared_queue_backlog_per_node_in_service(
-    synthesised: Synthesised,
-) -> None:
+def test_scaling_tracks_jobs_waiting_or_running_per_node(synthesised: Synthesised) -> None:
     # min_nodes >= 1: target tracking alone, as before scaling to zero existed.
     (policy,) = synthesised.resources("AWS::AutoScaling::ScalingPolicy").values()
     tracking = policy["Properties"]["TargetTrackingConfiguration"]
-    assert tracking["TargetValue"] == synthesised.stack.config.backlog_per_node
+    assert tracking["TargetValue"] == synthesised.stack.config.jobs_per_node
     metrics = {m["Id"]: m for m in tracking["CustomizedMetricSpecification"]["Metrics"]}
-    assert metrics["backlog_per_node"]["Expression"] == "backlog / nodes"
+    nodes = "FILL(idle, 0) + FILL(busy, 0)"
+    assert metrics["jobs_per_node"]["Expression"] == (
+        f"IF({nodes} > 0, (FILL(backlog, 0) + FILL(busy, 0)) / ({nodes}), "
+        f"{synthesised.stack.config.jobs_per_node:g})"
+    )
     backlog = metrics["backlog"]["MetricStat"]["Metric"]
     assert backlog["MetricName"] == "ApproximateNumberOfMessagesVisible"
     shared = logical_id(synthesised, synthesised.stack.queues.shared)
     assert backlog["Dimensions"][0]["Value"] == {"Fn::GetAtt": [shared, "QueueName"]}
-    assert metrics["nodes"]["MetricStat"]["Metric"]["MetricName"] == "GroupInServiceInstances"
+    for status in ("idle", "busy"):  # the reaper's count of nodes, one per GPU
+        metric = metrics[status]["MetricStat"]["Metric"]
+        assert (metric["Namespace"], metric["MetricName"]) == ("ComfyFleet", "Nodes")
+        assert {d["Name"]: d["Value"] for d in metric["Dimensions"]} == {
+            "service": "comfyfleet-reaper",
+            "status": status,
+        }
 
 
 def test_nodes_accept_no_inbound_traffic(synthesised: Synthesised) -> None:

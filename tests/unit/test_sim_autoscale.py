@@ -67,9 +67,13 @@ def test_a_fixed_fleet_measures_the_first_job_after_an_idle_period_too() -> None
     assert report.to_json()["policies"]["cost"]["first_after_idle_p95_s"] < 60.0
 
 
+# Enough jobs for the fleet to shrink several times while some of its nodes run jobs.
+JOBS = 2500
+
+
 def test_the_fleet_never_exceeds_its_maximum_nor_removes_a_node_running_a_job() -> None:
     # A light load with bursts: the fleet grows and shrinks while some nodes run jobs.
-    s = scenario("burst", nodes=5, jobs=1500, load=0.2, failures_per_node_hour=2.0)
+    s = scenario("burst", nodes=5, jobs=JOBS, load=0.2, failures_per_node_hour=2.0)
     sim = ElasticSimulation(
         s, "cost", Settings(), seed=2, autoscale=_autoscale(1, 5, warm_seconds=30.0)
     )
@@ -92,7 +96,7 @@ def test_the_fleet_never_exceeds_its_maximum_nor_removes_a_node_running_a_job() 
     assert sum(1 for busy in others_busy if busy) >= 5, "removals while nodes ran jobs"
     assert len(sim.nodes) > 10, "it scaled in and out again"
     assert out.failures > 0
-    assert out.completed + out.rejected == 1500
+    assert out.completed + out.rejected == JOBS
 
 
 def test_the_day_is_quiet_at_night_and_peaks_in_the_afternoon() -> None:

@@ -4,11 +4,15 @@ applies them minute by minute (comfyfleet.sim), so its figures are the stack's.
 
 Every minute (the period of the group's and the shared queue's metrics):
 
-- **Target tracking**, with nodes in service: the metric is the shared queue's visible
-  messages per node in service, the target ``backlog_per_node``. Above the target for
-  ``SCALE_OUT_MINUTES`` minutes, the group grows to ``ceil(in_service × metric / target)``;
+- **Target tracking**, with nodes taking jobs: the metric is the jobs waiting (the shared
+  queue's visible messages) or running (busy nodes) per node taking jobs (idle or busy, by
+  the reaper's count: one per GPU), the target ``jobs_per_node``. It falls as the fleet
+  grows and rises as it shrinks, whatever the fleet's size, which a backlog alone does not:
+  visible messages per node read 0 whenever the fleet is big enough, however much too big,
+  and the fleet saws (docs/capacity.md, "Fixed fleet vs autoscaled"). Above the target for
+  ``SCALE_OUT_MINUTES`` minutes, the group grows to ``ceil(instances × metric / target)``;
   below ``SCALE_IN_RATIO`` of it for ``SCALE_IN_MINUTES`` minutes, it shrinks to that. These
-  are the alarms AWS creates for a target tracking policy. With no node in service the
+  are the alarms AWS creates for a target tracking policy. With no node taking jobs the
   metric reads exactly the target (no division by zero, and no action), so a node still
   booting is not scaled in.
 - With ``min_nodes = 0`` two step policies come beside it, and the metric adds
@@ -32,6 +36,7 @@ SCALE_IN_RATIO = 0.9
 FROM_ZERO_MINUTES = 1
 FLOOR_PER_NODE = 0.01
 DEFAULT_IDLE_MINUTES = 15
+DEFAULT_JOBS_PER_NODE = 0.8
 
 
 @dataclass(frozen=True)
@@ -40,26 +45,28 @@ class ScalingRules:
 
     min_nodes: int
     max_nodes: int
-    backlog_per_node: int = 2
+    jobs_per_node: float = DEFAULT_JOBS_PER_NODE
     scale_in_idle_minutes: int = DEFAULT_IDLE_MINUTES
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_nodes <= self.max_nodes or self.max_nodes < 1:
             raise ValueError(f"need 0 <= min_nodes <= max_nodes >= 1, got {self}")
-        if self.backlog_per_node < 1 or self.scale_in_idle_minutes < 1:
-            raise ValueError("backlog_per_node and scale_in_idle_minutes are at least 1")
+        if not 0 < self.jobs_per_node <= 100:
+            raise ValueError(f"jobs_per_node is above 0 and at most 100, got {self.jobs_per_node}")
+        if self.scale_in_idle_minutes < 1:
+            raise ValueError("scale_in_idle_minutes is at least 1")
 
     @property
     def to_zero(self) -> bool:
         """Whether the fleet may shrink to no node (and so must start from none)."""
         return self.min_nodes == 0
 
-    def tracked_metric(self, visible: float, in_service: int) -> float:
+    def tracked_metric(self, visible: float, busy: int, in_service: int) -> float:
         """The target tracking metric, as the stack's metric math computes it."""
         if in_service <= 0:
-            return float(self.backlog_per_node)
+            return float(self.jobs_per_node)
         floor = FLOOR_PER_NODE if self.to_zero else 0.0
-        return visible / in_service + floor
+        return (visible + busy) / in_service + floor
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class Minute:
 
     visible: int  # shared queue, ApproximateNumberOfMessagesVisible
     busy: int  # nodes running a job (the reaper's Nodes{status=busy})
-    in_service: int  # GroupInServiceInstances
+    in_service: int  # nodes taking jobs (the reaper's Nodes{status=idle} + busy)
 
 
 @dataclass
@@ -97,13 +104,13 @@ class Scaler:
         return self.desired
 
     def _track(self, seen: Minute) -> None:
-        rules, target = self.rules, float(self.rules.backlog_per_node)
-        metric = rules.tracked_metric(seen.visible, seen.in_service)
+        rules, target = self.rules, float(self.rules.jobs_per_node)
+        metric = rules.tracked_metric(seen.visible, seen.busy, seen.in_service)
         self._above = self._above + 1 if metric > target else 0
         self._below = self._below + 1 if metric < SCALE_IN_RATIO * target else 0
         wanted = math.ceil(seen.in_service * metric / target - 1e-9)
         # An alarm in ALARM acts every minute; in_service leaves booting nodes out, so
-        # ``wanted`` is ceil(visible / target) and does not run away while they boot.
+        # ``wanted`` is ceil((visible + busy) / target) and does not run away while they boot.
         if self._above >= SCALE_OUT_MINUTES and wanted > self.desired:
             self.desired = wanted
         elif self._below >= SCALE_IN_MINUTES and wanted < self.desired:

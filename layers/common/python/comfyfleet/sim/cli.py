@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from comfyfleet.autoscaling import DEFAULT_IDLE_MINUTES, ScalingRules
+from comfyfleet.autoscaling import DEFAULT_IDLE_MINUTES, DEFAULT_JOBS_PER_NODE, ScalingRules
 from comfyfleet.cli_common import EXIT_OK, EXIT_USAGE
 from comfyfleet.router import POLICIES
 from comfyfleet.sim.fleet_size import COLD_BOOT_SECONDS, Autoscale
@@ -135,11 +135,12 @@ def _add_autoscale_arguments(sim: argparse.ArgumentParser) -> None:
         f"idle period of the first-after-idle figure (default {DEFAULT_IDLE_MINUTES})",
     )
     sim.add_argument(
-        "--backlog-per-node",
-        type=_positive_int,
-        default=2,
-        metavar="N",
-        help="with --autoscale: target visible shared-queue messages per node (default 2)",
+        "--jobs-per-node",
+        type=_positive_float,
+        default=DEFAULT_JOBS_PER_NODE,
+        metavar="X",
+        help="with --autoscale: target tracking's target, jobs waiting or running per node "
+        f"taking jobs (default {DEFAULT_JOBS_PER_NODE}, the stack's jobs_per_node)",
     )
 
 
@@ -148,7 +149,7 @@ def _autoscale(args: argparse.Namespace) -> Autoscale | None:
     if args.autoscale is None:
         return None
     low, high = args.autoscale
-    rules = ScalingRules(low, high, args.backlog_per_node, args.idle_minutes)
+    rules = ScalingRules(low, high, args.jobs_per_node, args.idle_minutes)
     return Autoscale(rules, args.boot_seconds, args.warm_seconds)
 
 
