@@ -22,6 +22,7 @@ from comfyfleet.scheduling import Dispatcher
 from comfyfleet.workflow import ModelRef, rewrite_workflow
 from gpu_agent.cache import CacheError, ModelCache
 from gpu_agent.comfy import ComfyClient, ComfyRejected, ComfyUnavailable, Preview, RunResult
+from gpu_agent.lease import LeaseKeeper
 from gpu_agent.metrics import AgentMetrics
 from gpu_agent.outputs import OutputPublisher, PreviewPublisher, output_files
 from gpu_agent.settings import AgentSettings
@@ -96,7 +97,22 @@ class JobRunner:
         self.metrics = metrics
 
     def run(self, job: Job, received: Received) -> Ending:
-        """Run a claimed job to its end; raises ComfyUnavailable after releasing the job."""
+        """Run a claimed job to its end; raises ComfyUnavailable after releasing the job.
+
+        Its lease is renewed throughout, from the model downloads to the finish."""
+        with LeaseKeeper(
+            self.jobs,
+            self.queues,
+            self.clock,
+            job_id=job.job_id,
+            node_id=self.node_id,
+            received=received,
+            lease_seconds=self.settings.lease_seconds,
+            every=self.settings.lease_renewal_seconds,
+        ):
+            return self._run(job, received)
+
+    def _run(self, job: Job, received: Received) -> Ending:
         message = received.message
         try:
             try:
@@ -111,7 +127,7 @@ class JobRunner:
                 return self._release(job)
             graph = rewrite_workflow(job.workflow, local, manifest=job.models)
             graph = with_job_prefixes(graph, job.job_id)
-            watch = _Watch(self, job, received)
+            watch = _Watch(self, job)
             try:
                 result = self.comfy.run(job.job_id, graph, watch)
             except ComfyRejected as rejected:
@@ -218,10 +234,9 @@ class JobRunner:
 class _Watch:
     """Follows a running prompt: progress, previews, cancel requests, timeout, drain."""
 
-    def __init__(self, runner: JobRunner, job: Job, received: Received) -> None:
+    def __init__(self, runner: JobRunner, job: Job) -> None:
         self.runner = runner
         self.job = job
-        self.received = received
         settings = runner.settings
         self.timeout = float(settings.tier(job.tier).job_timeout_seconds)
         self.started = time.monotonic()
@@ -234,7 +249,6 @@ class _Watch:
         self._progress_written = float("-inf")
         self._nodes_total = len(job.workflow)
         self._cancel_checked = float("-inf")
-        self._renewed = time.monotonic()
 
     def progress(self, value: float, maximum: float, node: str | None) -> None:
         percent = round(100 * value / maximum, 1) if maximum else 0.0
@@ -272,9 +286,6 @@ class _Watch:
     def tick(self) -> None:
         now = time.monotonic()
         runner = self.runner
-        if now - self._renewed >= runner.settings.heartbeat_seconds:
-            self._renewed = now
-            self._renew()
         if now - self._cancel_checked >= CANCEL_CHECK_SECONDS:
             self._cancel_checked = now
             if runner.jobs.cancel_requested(self.job.job_id):
@@ -288,17 +299,6 @@ class _Watch:
         ):
             self._interrupt("agent stopping")
         self._write_progress()
-
-    def _renew(self) -> None:
-        runner = self.runner
-        lease = runner.settings.lease_seconds
-        try:
-            runner.jobs.extend_lease(
-                self.job.job_id, runner.node_id, until=runner.clock.now() + lease
-            )
-            runner.queues.change_visibility(self.received, lease)
-        except ComfyFleetError:
-            logger.warning("lease renewal failed", exc_info=True, extra={"job_id": self.job.job_id})
 
     def _interrupt(self, reason: str) -> None:
         if self.interrupted:

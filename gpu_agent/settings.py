@@ -13,6 +13,8 @@ from pydantic import Field, model_validator
 from comfyfleet.settings import GiB, Settings
 
 COMFY_PORT = 8188  # ComfyUI's own default; the GPU with index i has its server on 8188 + i
+# Renewals per lease by default: two may fail (a throttled call, a slow one) before it runs out.
+LEASE_RENEWALS = 3
 
 
 class AgentSettings(Settings):
@@ -56,7 +58,13 @@ class AgentSettings(Settings):
         10, ge=0, le=20, description="Long poll of the shared queue when the node queue is empty."
     )
     heartbeat_seconds: float = Field(
-        5.0, gt=0, description="How often the node registry and a running job's lease renew."
+        5.0, gt=0, description="How often the node's record in the registry is renewed."
+    )
+    lease_renew_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="How often a running job's lease and its message's visibility are "
+        "renewed; empty: a third of lease_seconds (two renewals may fail before it is lost).",
     )
     comfy_start_timeout_seconds: int = Field(
         900, gt=0, description="How long to wait for ComfyUI to come up at start."
@@ -111,6 +119,23 @@ class AgentSettings(Settings):
             # Each GPU's ComfyUI listens on its own port, unless the URL is given.
             data["comfy_url"] = f"http://127.0.0.1:{COMFY_PORT + int(index)}"
         return data
+
+    @model_validator(mode="after")
+    def _renewal_within_lease(self) -> AgentSettings:
+        if self.lease_renew_seconds is not None and self.lease_renew_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"COMFYFLEET_LEASE_RENEW_SECONDS={self.lease_renew_seconds:g} must be shorter "
+                f"than COMFYFLEET_LEASE_SECONDS={self.lease_seconds}: the lease would run out "
+                "between renewals"
+            )
+        return self
+
+    @property
+    def lease_renewal_seconds(self) -> float:
+        """Seconds between two renewals of a running job's lease."""
+        if self.lease_renew_seconds is not None:
+            return self.lease_renew_seconds
+        return self.lease_seconds / LEASE_RENEWALS
 
     @property
     def output_dir(self) -> Path:

@@ -250,6 +250,35 @@ def test_a_job_of_a_killed_agent_completes_on_another_once_its_lease_expires(
     assert (done.state, done.node_id, done.attempt) == (JobState.COMPLETED, "healthy", 2)
 
 
+def test_a_model_download_longer_than_the_lease_keeps_the_job_on_its_node(
+    make_node: Callable[..., Node],
+    dispatcher: Dispatcher,
+    dynamo: Stores,
+    account: str,
+    origin: OriginServer,
+) -> None:
+    # Given a 2 s lease and a download that takes 3 s (the origin holds its answer)…
+    downloading = make_node("downloading", lease_seconds=2)
+    idle = make_node("idle", lease_seconds=2)
+    hold = threading.Event()
+    url = origin.add("/models/slow.safetensors", placeholder_safetensors(), hold=hold)
+    job = submit(dispatcher, account, sd15(url))
+    endings: list[Ending | None] = []
+    worker = threading.Thread(target=lambda: endings.extend(downloading.work(timeout=20)))
+    worker.start()
+    _wait_for(lambda: dynamo.jobs.get(job.job_id).state is JobState.RUNNING)
+    threading.Timer(3.0, hold.set).start()
+
+    # …while another node polls for work all along,
+    taken_over = idle.work(timeout=4)
+    worker.join(timeout=20)
+
+    # then the lease was renewed through the download: the job ran once, where it started.
+    assert endings == [Ending.COMPLETED] and taken_over == []
+    done = dynamo.jobs.get(job.job_id)
+    assert (done.state, done.node_id, done.attempt) == (JobState.COMPLETED, "downloading", 1)
+
+
 def test_when_comfyui_is_down_the_job_is_released_and_runs_elsewhere(
     make_node: Callable[..., Node], dispatcher: Dispatcher, dynamo: Stores, account: str
 ) -> None:

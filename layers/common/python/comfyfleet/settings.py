@@ -179,7 +179,11 @@ class Settings(BaseSettings):
         3, ge=1, le=20, description="Runs of one job (infrastructure failures) before it fails."
     )
     lease_seconds: int = Field(
-        90, ge=1, le=3600, description="A running job's lease; its agent renews it while alive."
+        30,
+        ge=1,
+        le=3600,
+        description="A running job's lease; its agent renews it while alive. A killed "
+        "agent's job runs elsewhere about this long after (docs/upkeep.md, recovery time).",
     )
     routing_policy: Literal["cost", "coverage", "least_loaded", "random"] = Field(
         "cost", description="How a job's queue is chosen (DESIGN §6)."
@@ -194,7 +198,7 @@ class Settings(BaseSettings):
         200 * MiB, gt=0, description="Model download speed (bytes/s) assumed for a new node."
     )
     node_stale_seconds: int = Field(
-        45, ge=5, description="A node silent this long is not routed to (and later reaped)."
+        30, ge=5, description="A node silent this long is not routed to (and later reaped)."
     )
     denied_class_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_DENIED_CLASS_TYPES),
