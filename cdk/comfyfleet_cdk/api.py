@@ -18,13 +18,13 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
-from comfyfleet.api.auth import AUTHORIZATION
+from comfyfleet.api.auth import AUTHORIZATION, AUTHORIZER_CACHE_SECONDS
 from comfyfleet.api.context import PUBLIC_PATHS, PUBLIC_PREFIXES
 from comfyfleet.api.http import BODY_ALLOWANCE_BYTES
 from comfyfleet_cdk.config import DeploymentConfig
 from comfyfleet_cdk.functions import retention
 
-AUTHORIZER_CACHE_TTL = Duration.minutes(5)
+AUTHORIZER_CACHE_TTL = Duration.seconds(AUTHORIZER_CACHE_SECONDS)  # revocation's delay
 # Requests per 5 minutes from one address before the web ACL blocks it: far above any
 # tier's per-key limit, it only stops floods (each would cost an authorizer call).
 REQUESTS_PER_ADDRESS = 6000

@@ -13,6 +13,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from comfyfleet.api.auth import AUTHORIZER_CACHE_SECONDS
 from comfyfleet.client import Client
 from tests.browser.console_page import (
     log_in,
@@ -93,8 +94,11 @@ def test_a_revoked_keys_session_goes_back_to_the_login_with_a_message(
 
     admin.revoke_key(created["key_id"])
 
-    # The usage view asks again every 5 s; the dev gateway keeps an authorizer's answer 5 s.
-    wait_text(browser, ".login-status", "Your key was refused", timeout=30)
+    # The usage view asks again every 5 s; the dev gateway keeps an authorizer's answer as
+    # long as API Gateway does (AUTHORIZER_CACHE_SECONDS, from the key's first request).
+    wait_text(
+        browser, ".login-status", "Your key was refused", timeout=AUTHORIZER_CACHE_SECONDS + 15
+    )
     assert browser.current_url.endswith("#/login")
     assert browser.execute_script("return sessionStorage.length") == 0
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from aws_cdk.assertions import Match
 
 from comfyfleet import resources
+from comfyfleet.api.auth import AUTHORIZER_CACHE_SECONDS
+from comfyfleet.dev.stack import AUTHORIZER_TTL_SECONDS
 from comfyfleet.observability import NAMESPACE
 from comfyfleet_cdk.api import AUTHORIZER_CACHE_TTL
 from comfyfleet_cdk.functions import FUNCTIONS_DIR, REAPER_SCHEDULE, service_name
@@ -144,7 +146,10 @@ def test_authorizer_is_a_request_authorizer_cached_on_the_key_header(
     properties = found["Properties"]
     assert properties["Type"] == "REQUEST"
     assert properties["IdentitySource"] == "method.request.header.Authorization"
-    assert properties["AuthorizerResultTtlInSeconds"] == AUTHORIZER_CACHE_TTL.to_seconds() == 300
+    # A revoked key stops working within the TTL: at most 30 s, as in the dev stack.
+    assert properties["AuthorizerResultTtlInSeconds"] == AUTHORIZER_CACHE_TTL.to_seconds()
+    assert properties["AuthorizerResultTtlInSeconds"] == AUTHORIZER_CACHE_SECONDS <= 30
+    assert AUTHORIZER_TTL_SECONDS == AUTHORIZER_CACHE_SECONDS
     assert f"<Ref {logical_id(synthesised, authorizer.alias)}>" in flatten(
         properties["AuthorizerUri"]
     )

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from comfyfleet.api.auth import AUTHORIZER_CACHE_SECONDS
 from comfyfleet.api.local import LocalGateway
 from comfyfleet.api.wiring import memory_api
+from comfyfleet.dev.stack import AUTHORIZER_TTL_SECONDS
 from comfyfleet.domain import Scope
 from comfyfleet.settings import Settings
 
@@ -92,3 +94,25 @@ def test_without_a_ttl_every_request_asks_the_authorizer(settings: Settings) -> 
     s.usage()
 
     assert len(s.calls) == 2
+
+
+def test_the_dev_stack_caches_answers_as_long_as_the_deployment_at_most_30_s() -> None:
+    # One value (comfyfleet.api.auth) for API Gateway's result TTL and the dev gateway's.
+    assert AUTHORIZER_TTL_SECONDS == AUTHORIZER_CACHE_SECONDS <= 30
+
+
+def test_a_revoked_key_stops_working_within_the_deployments_ttl(settings: Settings) -> None:
+    s = setup(settings, ttl=AUTHORIZER_TTL_SECONDS)
+    assert s.usage() == 200  # its answer is cached from now
+    s.now[0] += 1
+    s.world.stores.keys.revoke(s.key_id, now=s.world.clock.now())
+
+    statuses = []  # one request a second after the revocation
+    for _ in range(AUTHORIZER_CACHE_SECONDS + 5):
+        s.now[0] += 1
+        statuses.append(s.usage())
+
+    # Refused once the answer cached before the revocation expires, and from then on.
+    refused_after = statuses.index(401) + 1
+    assert refused_after <= AUTHORIZER_CACHE_SECONDS <= 30
+    assert set(statuses[refused_after - 1 :]) == {401}

@@ -27,6 +27,9 @@ from comfyfleet.store.ports import AccountStore, KeyStore
 logger = logging.getLogger(__name__)
 
 AUTHORIZATION = "authorization"
+# How long API Gateway (cdk/comfyfleet_cdk/api.py) and the dev stack's LocalGateway reuse an
+# accepted key's answer: a revoked key stops working within this. One value for both.
+AUTHORIZER_CACHE_SECONDS = 30
 API_KEY_HEADER = "x-api-key"
 _BEARER = "bearer"
 

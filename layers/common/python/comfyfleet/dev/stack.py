@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from comfyfleet import aws_faults
+from comfyfleet.api.auth import AUTHORIZER_CACHE_SECONDS
 from comfyfleet.api.local import LocalGateway
 from comfyfleet.dev.agents import AgentLayout, AgentProcess, Supervisor, start_agents
 from comfyfleet.dev.front import HttpFront
@@ -38,7 +39,7 @@ REGION = "us-east-1"
 STATE_FILE = "dev.json"
 DEFAULT_STATE_DIR = ".comfyfleet"
 ADMIN_TIER = "enterprise"
-AUTHORIZER_TTL_SECONDS = 5.0  # API Gateway's is 300 s; short here so revoking shows quickly
+AUTHORIZER_TTL_SECONDS = float(AUTHORIZER_CACHE_SECONDS)  # as deployed: revocation's delay
 # Agent defaults that suit one machine; a COMFYFLEET_* variable already set wins.
 AGENT_DEFAULTS = {
     "COMFYFLEET_RECEIVE_WAIT_SECONDS": "2",  # short long polls: a quick Ctrl-C
