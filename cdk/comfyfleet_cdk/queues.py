@@ -115,7 +115,7 @@ class Queues(Construct):
             if definition.dlq_logical:
                 dead_letter = sqs.DeadLetterQueue(
                     queue=queues[definition.dlq_logical],
-                    max_receive_count=definition.max_receives,
+                    max_receive_count=definition.max_receives_for(settings),
                 )
             props = queue_props(definition)
             queues[definition.logical] = sqs.Queue(

@@ -86,10 +86,14 @@ def test_shared_queue_is_fifo_without_content_dedup_and_redrives_to_its_dlq(
     assert _queue(synthesised, resources.SHARED_DLQ)["FifoQueue"] is True
 
 
-def test_webhooks_queue_redrives_after_its_own_receive_count(synthesised: Synthesised) -> None:
+def test_webhooks_queue_redrives_after_the_retry_schedules_attempts(
+    synthesised: Synthesised,
+) -> None:
     webhooks = _queue(synthesised, resources.WEBHOOKS_QUEUE)
+    settings = synthesised.stack.config.settings
     assert "FifoQueue" not in webhooks
-    assert webhooks["RedrivePolicy"]["maxReceiveCount"] == resources.WEBHOOK_MAX_RECEIVES
+    # The first attempt and one per retry of the schedule: 8 by default.
+    assert webhooks["RedrivePolicy"]["maxReceiveCount"] == settings.webhook_attempts == 8
 
 
 def test_every_queue_is_encrypted_and_refuses_plain_http(synthesised: Synthesised) -> None:

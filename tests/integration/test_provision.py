@@ -56,6 +56,8 @@ def test_provision_creates_every_resource_and_is_idempotent(
         QueueUrl=first.queue_urls["webhooks"], AttributeNames=["All"]
     )["Attributes"]
     assert "FifoQueue" not in webhooks and "RedrivePolicy" in webhooks
+    redrive = json.loads(webhooks["RedrivePolicy"])
+    assert int(redrive["maxReceiveCount"]) == settings.webhook_attempts  # the retry schedule's
 
     sns = client("sns", endpoint_url=local_aws.url, region=REGION)
     subscriptions = sns.list_subscriptions_by_topic(TopicArn=first.topic_arn)["Subscriptions"]

@@ -25,7 +25,7 @@ from comfyfleet.clock import SystemClock
 from comfyfleet.domain import Job, JobState, Limits
 from comfyfleet.events import SnsJobEvents
 from comfyfleet.queues import SqsJobQueues
-from comfyfleet.resources import WEBHOOK_MAX_RECEIVES, Provisioned, topic_name
+from comfyfleet.resources import Provisioned, topic_name
 from comfyfleet.scheduling import Dispatcher, JobRequest
 from comfyfleet.settings import Settings, get_settings
 from comfyfleet.store import Stores
@@ -38,9 +38,12 @@ LIMITS = Limits(requests_per_minute=60, concurrency=2, queue_depth=20, ring_slot
 
 
 @pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Settings:
     # The receiver is plain http on loopback: only the dev stack's setting reaches it.
     monkeypatch.setenv("COMFYFLEET_ALLOW_LOCAL_URLS", "true")
+    schedule = getattr(request, "param", None)  # a test's own webhook retry schedule
+    if schedule is not None:
+        monkeypatch.setenv("COMFYFLEET_WEBHOOK_RETRY_SCHEDULE", schedule)
     get_settings.cache_clear()
     return Settings(allow_local_urls=True)
 
@@ -173,7 +176,9 @@ def test_an_event_reaches_the_receiver_once_after_failures_signed_and_recorded(
     assert state["last_status"] == 200 and state["delivered_at"]
 
 
+@pytest.mark.parametrize("settings", [None, "1, 1"], indirect=True, ids=["default", "custom"])
 def test_an_endpoint_that_never_answers_2xx_ends_in_the_dlq(
+    settings: Settings,
     dispatcher: Dispatcher,
     dynamo: Stores,
     source: EventSource,
@@ -188,12 +193,14 @@ def test_an_endpoint_that_never_answers_2xx_ends_in_the_dlq(
         assert source.invoke(messages) == [messages[0]["MessageId"]]
         source.let_the_delay_pass(messages[0])
 
-    assert attempts == WEBHOOK_MAX_RECEIVES == len(receiver.received)
+    # One attempt per step of the schedule and one more; the queue's redrive agrees.
+    expected = len(settings.webhook_retry_schedule) + 1
+    assert attempts == expected == len(receiver.received)
     [parked] = source.dead_letters()
     assert json.loads(parked["Body"])["id"] == f"evt_{job.job_id}"
     state = dynamo.jobs.get(job.job_id).webhook
     assert state is not None and state["state"] == "failed"
-    assert state["attempts"] == WEBHOOK_MAX_RECEIVES and state["last_status"] == 500
+    assert state["attempts"] == expected and state["last_status"] == 500
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.1/hook", "https://192.168.1.20/hook"])

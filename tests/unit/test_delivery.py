@@ -1,5 +1,5 @@
 """Webhook delivery on the memory fakes: signed POSTs, retries through the message's
-visibility with capped exponential backoff, the last attempt to the DLQ, refused URLs
+visibility on the Standard Webhooks schedule, the last attempt to the DLQ, refused URLs
 failed at once, duplicates skipped, and what is recorded on the job."""
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from comfyfleet.errors import StorageError
 from comfyfleet.events import MemoryJobEvents, encode_event
 from comfyfleet.netguard import BlockedAddress, BlockedUrl, FetchRefused
 from comfyfleet.queues import MemoryQueues
-from comfyfleet.resources import WEBHOOK_MAX_RECEIVES
 from comfyfleet.scheduling import Dispatcher, JobRequest
 from comfyfleet.settings import Settings
 from comfyfleet.store import Stores
@@ -72,6 +71,7 @@ class RecordedVisibility:
 
 class World:
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.clock = FakeClock()
         self.stores: Stores = memory_stores(settings)
         self.events = MemoryJobEvents()
@@ -91,6 +91,7 @@ class World:
             self.poster,
             self.visibility,
             self.clock,
+            schedule=settings.webhook_retry_schedule,
             rng=random.Random(7),
             on_outcome=self.outcomes.append,
         )
@@ -154,7 +155,7 @@ def test_a_failed_attempt_is_retried_later_through_the_visibility(world: World) 
 
     assert result.response() == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
     [(message_id, delay)] = world.visibility.changes
-    assert message_id == "m-1" and 72 <= delay <= 108  # 90 s ± 20 %
+    assert message_id == "m-1" and 4 <= delay <= 6  # the first retry: 5 s ± 20 %
     state = world.webhook(job)
     assert state["state"] == "pending" and state["attempts"] == 1
     assert state["last_status"] == 503 and state["last_error"] == "HTTP 503"
@@ -180,7 +181,7 @@ def test_the_last_attempt_gives_up_and_leaves_the_message_for_the_dlq(world: Wor
     job = world.ended_job()
     world.poster.answers = [500]
 
-    outcome = world.deliver(world.record(job, receive_count=WEBHOOK_MAX_RECEIVES))
+    outcome = world.deliver(world.record(job, receive_count=world.settings.webhook_attempts))
 
     assert outcome is Outcome.GAVE_UP and not outcome.settled
     assert world.visibility.changes == [("m-1", 0)]  # visible now: SQS moves it to the DLQ
@@ -290,20 +291,46 @@ def test_a_batch_reports_only_the_records_to_retry(world: World) -> None:
     assert {world.stores.jobs.get(j.job_id).state for j in (first, third)} == {JobState.CANCELLED}
 
 
-def test_the_backoff_doubles_caps_at_12_hours_and_spans_about_a_day() -> None:
-    class Middle(random.Random):
+def test_the_retries_follow_the_standard_webhooks_schedule_within_their_jitter() -> None:
+    schedule = Settings().webhook_retry_schedule
+    rng = random.Random(19)
+
+    for _ in range(200):
+        delays = [retry_delay(attempt, rng, schedule) for attempt in range(1, len(schedule) + 1)]
+
+        for delay, step in zip(delays, schedule, strict=True):
+            assert round(step * 0.8) <= delay <= round(step * 1.2)
+        assert delays[0] <= 10  # the first retry within 10 s
+    assert schedule == [5, 300, 1800, 7200, 5 * 3600, 10 * 3600, 10 * 3600]
+
+
+def test_a_retry_waits_at_least_a_second_and_at_most_12_hours() -> None:
+    class Lowest(random.Random):
         def uniform(self, a: float, b: float) -> float:
-            return (a + b) / 2
+            return a
 
-    steps = [retry_delay(attempt, Middle()) for attempt in range(1, WEBHOOK_MAX_RECEIVES)]
+    class Highest(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return b
 
-    assert steps[:3] == [90, 180, 360]
-    assert all(later >= earlier for earlier, later in zip(steps, steps[1:], strict=False))
-    assert max(steps) == RETRY_CAP_SECONDS
-    assert 22 * 3600 <= sum(steps) <= 27 * 3600
-    rng = random.Random(1)
-    for attempt in range(1, 40):
-        assert 1 <= retry_delay(attempt, rng) <= RETRY_CAP_SECONDS
+    assert retry_delay(1, Lowest(), [1]) == 1  # 0.8 s would round to 1, never to 0
+    assert retry_delay(1, Highest(), [RETRY_CAP_SECONDS]) == RETRY_CAP_SECONDS
+    assert retry_delay(9, Highest(), [5, 60]) == 72  # past the schedule: its last step
+
+
+def test_an_event_is_attempted_once_per_step_of_the_schedule_plus_one_then_fails() -> None:
+    world = World(Settings(webhook_retry_schedule=[5, 60, 600]))
+    job = world.ended_job()
+    world.poster.answers = [500] * 10
+
+    outcomes = [world.deliver(world.record(job, receive_count=count)) for count in range(1, 5)]
+
+    assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.RETRY, Outcome.GAVE_UP]
+    assert world.delivery.max_attempts == world.settings.webhook_attempts == 4
+    delays = [seconds for _, seconds in world.visibility.changes]
+    assert 4 <= delays[0] <= 6 and 48 <= delays[1] <= 72 and 480 <= delays[2] <= 720
+    assert delays[3] == 0  # given up: visible now, SQS's redrive moves it to the DLQ
+    assert world.webhook(job)["state"] == "failed" and world.webhook(job)["attempts"] == 4
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from comfyfleet.settings import Settings, SettingsError, get_settings, load_settings
+from comfyfleet.delivery import RETRY_CAP_SECONDS, RETRY_JITTER
+from comfyfleet.resources import MESSAGE_RETENTION_SECONDS
+from comfyfleet.settings import (
+    MAX_RETRY_SCHEDULE_SECONDS,
+    MAX_RETRY_STEP_SECONDS,
+    Settings,
+    SettingsError,
+    get_settings,
+    load_settings,
+)
 
 DOCS = Path(__file__).parents[2] / "docs" / "settings.md"
 
@@ -96,6 +105,47 @@ def test_a_new_tier_missing_limits_names_each_missing_variable(
 
     with pytest.raises(SettingsError, match="COMFYFLEET_TIERS__GOLD__REQUESTS_PER_MINUTE"):
         load_settings()
+
+
+@pytest.mark.parametrize("value", ["[10, 60, 3600]", "10, 60, 3600", "10,60,3600"])
+def test_a_webhook_retry_schedule_is_read_as_json_or_comma_separated(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("COMFYFLEET_WEBHOOK_RETRY_SCHEDULE", value)
+
+    settings = load_settings()
+
+    assert settings.webhook_retry_schedule == [10, 60, 3600]
+    assert settings.webhook_attempts == 4  # the first, then one per retry
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("[]", "at least 1 item"),
+        ("", "at least 1 item"),
+        ("5, 0", "greater than 0"),
+        ("-5", "greater than 0"),
+        ("43201", "less than or equal to 43200"),  # over SQS's 12 h visibility cap
+        ("5, soon", "valid integer"),
+        (",".join(["43200"] * 7), "more than 259200 s"),  # past the queue's retention
+    ],
+)
+def test_a_bad_webhook_retry_schedule_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, value: str, reason: str
+) -> None:
+    monkeypatch.setenv("COMFYFLEET_WEBHOOK_RETRY_SCHEDULE", value)
+
+    with pytest.raises(SettingsError, match=f"COMFYFLEET_WEBHOOK_RETRY_SCHEDULE: .*{reason}"):
+        load_settings()
+
+
+def test_a_whole_retry_schedule_ends_within_the_webhooks_queues_retention() -> None:
+    # The longest schedule allowed, each step at +20 % jitter, before SQS drops the message.
+    longest = MAX_RETRY_SCHEDULE_SECONDS * (1 + RETRY_JITTER)
+
+    assert longest < MESSAGE_RETENTION_SECONDS
+    assert RETRY_CAP_SECONDS == MAX_RETRY_STEP_SECONDS == 12 * 3600
 
 
 def test_settings_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:

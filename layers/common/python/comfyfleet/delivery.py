@@ -4,9 +4,10 @@ The webhooks queue is subscribed to the job-events topic (raw delivery; an SNS e
 unwrapped too). For each event: load the job and its account, POST the event — signed per
 Standard Webhooks with every live secret of the account — to the job's ``webhook_url`` or
 the account's default, through the SSRF guard (https only; loopback http only where
-``allow_local_urls``), 30 s at most. A 2xx is delivered. Anything else is retried with
-exponential backoff and jitter by setting the message's visibility (at most 12 h a step,
-about 24 h in all, ``WEBHOOK_MAX_RECEIVES`` attempts), after which SQS moves it to the DLQ.
+``allow_local_urls``), 30 s at most. A 2xx is delivered. Anything else is retried on the
+Standard Webhooks schedule (the setting ``webhook_retry_schedule``: 5 s, 5 min, 30 min, 2 h,
+5 h, 10 h, 10 h by default, each step ±20 %) by setting the message's visibility; after the
+last step's attempt the event has failed, and SQS moves it to the DLQ.
 A URL the guard refuses (plain http, a private or metadata address) fails at once: retrying
 cannot change the answer. Each attempt's result is recorded on the job.
 
@@ -34,28 +35,25 @@ from comfyfleet.domain import Job
 from comfyfleet.errors import NotFound, StorageError
 from comfyfleet.events import iso_time
 from comfyfleet.netguard import FetchRefused, OutboundClient, TooManyRedirects, redact_url
-from comfyfleet.resources import WEBHOOK_MAX_RECEIVES
-from comfyfleet.settings import Settings
+from comfyfleet.settings import DEFAULT_WEBHOOK_RETRY_SCHEDULE, MAX_RETRY_STEP_SECONDS, Settings
 from comfyfleet.store import Stores
 from comfyfleet.webhooks import signature_headers, signing_secrets
 
 logger = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT = (10.0, 30.0)  # seconds: connect, then the response
-RETRY_BASE_SECONDS = 90
-RETRY_CAP_SECONDS = 12 * 3600  # SQS's longest visibility timeout
+RETRY_CAP_SECONDS = MAX_RETRY_STEP_SECONDS  # SQS's longest visibility timeout
 RETRY_JITTER = 0.2  # each delay is drawn from ±20 % around its step
 MAX_PARALLEL = 10
 _NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
-def retry_delay(attempt: int, rng: random.Random) -> int:
-    """Seconds to wait after failed attempt number ``attempt`` (1 = the first).
-
-    90 s doubling, capped at 12 h: with 11 attempts the last comes about 24.8 h after the
-    first (jitter aside), and the message then goes to the DLQ.
-    """
-    step = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1))
+def retry_delay(attempt: int, rng: random.Random, schedule: Sequence[int]) -> int:
+    """Seconds to wait after failed attempt number ``attempt`` (1 = the first): the
+    schedule's step for it, jittered ±20 % so that receivers that failed together are not
+    retried together, never under 1 s nor over 12 h (an attempt past the schedule, which
+    SQS's redrive prevents, waits as long as its last step)."""
+    step = schedule[min(max(attempt, 1), len(schedule)) - 1]
     jittered = round(step * rng.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
     return max(1, min(RETRY_CAP_SECONDS, jittered))
 
@@ -178,7 +176,7 @@ class WebhookDelivery:
         visibility: Visibility,
         clock: Clock,
         *,
-        max_attempts: int = WEBHOOK_MAX_RECEIVES,
+        schedule: Sequence[int] = tuple(DEFAULT_WEBHOOK_RETRY_SCHEDULE),
         rng: random.Random | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
@@ -186,7 +184,8 @@ class WebhookDelivery:
         self.poster = poster
         self.visibility = visibility
         self.clock = clock
-        self.max_attempts = max_attempts
+        self.schedule = tuple(schedule)  # seconds before each retry
+        self.max_attempts = len(self.schedule) + 1  # the first, then one per retry
         self.rng = rng or random.Random()
         self.on_outcome = on_outcome
 
@@ -263,7 +262,7 @@ class WebhookDelivery:
             self._record(job, previous, event_id, "failed", attempts, now, status, problem, url)
             self._retry_in(queued, 0)
             return Outcome.GAVE_UP
-        delay = retry_delay(queued.receive_count, self.rng)
+        delay = retry_delay(queued.receive_count, self.rng, self.schedule)
         self._retry_in(queued, delay)
         self._record(
             job, previous, event_id, "pending", attempts, now, status, problem, url, now + delay
@@ -345,5 +344,6 @@ def aws_delivery(
         GuardedPoster(allow_loopback=settings.allow_local_urls),
         SqsVisibility(client("sqs", endpoint_url=endpoint_url, region=region)),
         clock or SystemClock(),
+        schedule=settings.webhook_retry_schedule,
         on_outcome=on_outcome,
     )

@@ -24,9 +24,9 @@ QUEUE_VISIBILITY_SECONDS = 60
 # Receives before SQS moves a ring message to the DLQ: attempts are capped by the job's own
 # counter (max_attempts); this only catches messages that keep failing before any claim.
 RING_MAX_RECEIVES = 10
-# Webhook attempts: the first at once, then retries 90 s doubling up to 12 h apart
-# (comfyfleet.delivery.retry_delay), the last about 24.8 h after the first; then the DLQ.
-WEBHOOK_MAX_RECEIVES = 11
+# Webhook attempts are the first and one per step of the retry schedule (the setting
+# webhook_retry_schedule, comfyfleet.delivery.retry_delay): the webhooks queue's redrive
+# moves an event to its DLQ after exactly that many receives.
 # The webhooks function POSTs for up to 30 s per event; AWS asks for a queue visibility of
 # six times the function's timeout (one minute) so a slow batch is not received twice.
 WEBHOOK_VISIBILITY_SECONDS = 360
@@ -158,9 +158,16 @@ class Queue:
     dlq_logical: str | None = None
     max_receives: int = RING_MAX_RECEIVES
     attributes: dict[str, str] = field(default_factory=dict)
+    receives_per_webhook_schedule: bool = False  # max_receives: the webhook attempts instead
 
     def name(self, settings: Settings) -> str:
         return f"{settings.prefix}-{self.logical}" + (".fifo" if self.fifo else "")
+
+    def max_receives_for(self, settings: Settings) -> int:
+        """Receives of one message before SQS moves it to the DLQ."""
+        if self.receives_per_webhook_schedule:
+            return settings.webhook_attempts
+        return self.max_receives
 
 
 SHARED_DLQ = Queue("shared-dlq", fifo=True)
@@ -170,8 +177,8 @@ WEBHOOKS_QUEUE = Queue(
     "webhooks",
     fifo=False,
     dlq_logical="webhooks-dlq",
-    max_receives=WEBHOOK_MAX_RECEIVES,
     attributes={"VisibilityTimeout": str(WEBHOOK_VISIBILITY_SECONDS)},
+    receives_per_webhook_schedule=True,
 )
 QUEUES = (SHARED_DLQ, SHARED_QUEUE, WEBHOOKS_DLQ, WEBHOOKS_QUEUE)
 
@@ -196,8 +203,11 @@ def output_bucket(settings: Settings) -> str:
     return settings.output_bucket_name
 
 
-def queue_attributes(queue: Queue, dlq_arn: str | None = None) -> dict[str, str]:
-    """SQS attributes of a queue (and its redrive to ``dlq_arn``)."""
+def queue_attributes(
+    queue: Queue, dlq_arn: str | None = None, max_receives: int | None = None
+) -> dict[str, str]:
+    """SQS attributes of a queue (and its redrive to ``dlq_arn`` after ``max_receives``,
+    by default the queue's own)."""
     attributes = {
         "VisibilityTimeout": str(QUEUE_VISIBILITY_SECONDS),
         "MessageRetentionPeriod": str(
@@ -216,7 +226,10 @@ def queue_attributes(queue: Queue, dlq_arn: str | None = None) -> dict[str, str]
         attributes["FifoThroughputLimit"] = "perMessageGroupId"
     if dlq_arn is not None:
         attributes["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(queue.max_receives)}
+            {
+                "deadLetterTargetArn": dlq_arn,
+                "maxReceiveCount": str(max_receives or queue.max_receives),
+            }
         )
     return attributes
 
@@ -244,7 +257,8 @@ def provision(settings: Settings, *, endpoint_url: str | None, region: str) -> P
     for queue in QUEUES:  # DLQs first: their ARNs go into the redrive policies
         dlq_arn = arns[queue.dlq_logical] if queue.dlq_logical else None
         url = sqs.create_queue(
-            QueueName=queue.name(settings), Attributes=queue_attributes(queue, dlq_arn)
+            QueueName=queue.name(settings),
+            Attributes=queue_attributes(queue, dlq_arn, queue.max_receives_for(settings)),
         )["QueueUrl"]
         urls[queue.logical] = url
         arns[queue.logical] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[

@@ -108,6 +108,13 @@ DEFAULT_MODEL_SIZES: dict[str, int] = {
     "other": 2 * GiB,
 }
 
+# Webhook retries after the first attempt, as Standard Webhooks schedules them (jittered in
+# comfyfleet.delivery). A step waits in its message's visibility, 12 h at most (SQS's cap);
+# all of them, +20 % jitter included, must end within the queue's 4-day retention.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000]
+MAX_RETRY_STEP_SECONDS = 12 * 3600
+MAX_RETRY_SCHEDULE_SECONDS = 72 * 3600
+
 _PREFIX_PATTERN = r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$"
 _HOST_PATTERN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
@@ -237,6 +244,14 @@ class Settings(BaseSettings):
         description="After a webhook secret rotation, how long the old secret still signs "
         "(beside the new one).",
     )
+    webhook_retry_schedule: Annotated[
+        list[Annotated[int, Field(gt=0, le=MAX_RETRY_STEP_SECONDS)]], NoDecode
+    ] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_RETRY_SCHEDULE),
+        min_length=1,
+        description="Seconds before each retry of a failed webhook delivery (jittered by "
+        "±20 %); the event fails once the schedule is spent: attempts = its length + 1.",
+    )
     ring_resend_after_seconds: int = Field(
         30,
         ge=5,
@@ -278,10 +293,23 @@ class Settings(BaseSettings):
             return {**DEFAULT_MODEL_SIZES, **value}
         return value
 
-    @field_validator("model_hosts", "denied_class_types", "console_media_origins", mode="before")
+    @field_validator(
+        "model_hosts", "denied_class_types", "console_media_origins", "webhook_retry_schedule",
+        mode="before",
+    )  # fmt: skip
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _retry_schedule_total(cls, schedule: list[int]) -> list[int]:
+        if sum(schedule) > MAX_RETRY_SCHEDULE_SECONDS:
+            raise ValueError(
+                f"the retries add up to {sum(schedule)} s, more than {MAX_RETRY_SCHEDULE_SECONDS}"
+                " s: with jitter the last would come after SQS dropped the event"
+            )
+        return schedule
 
     @field_validator("model_hosts")
     @classmethod
@@ -313,6 +341,11 @@ class Settings(BaseSettings):
                 f"({', '.join(sorted(self.tiers))})"
             )
         return self
+
+    @property
+    def webhook_attempts(self) -> int:
+        """Deliveries of one webhook event at most: the first, then one per retry."""
+        return len(self.webhook_retry_schedule) + 1
 
     @property
     def model_bucket_name(self) -> str:
