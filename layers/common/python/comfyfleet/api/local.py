@@ -6,8 +6,11 @@ REST API would send (base64 for a body that is not UTF-8), runs the REQUEST auth
 for every path but the public ones, fills ``requestContext.authorizer`` from its answer and
 returns ``(status, headers, body)``. The authorizer's refusals get the gateway responses
 the deployment configures (functions/authorizer/README.md): 401 ``unauthorized`` and 403
-``forbidden`` in this API's error shape. A handler that raises is a 502, as API Gateway
-answers. The fuzz tests use it, and the dev stack's HTTP front (``comfyfleet dev``).
+``forbidden`` in this API's error shape. A method the REST API's ``ANY`` does not cover
+(TRACE, CONNECT, PROPFIND, any other) has no method in API Gateway, which answers 403
+``Missing Authentication Token`` before any authorizer, in the DEFAULT_4XX shape; a handler
+that raises is a 502 in the DEFAULT_5XX one. The fuzz tests use it, and the dev stack's HTTP
+front (``comfyfleet dev``).
 
 Like API Gateway, the gateway can cache the authorizer's answers for ``authorizer_ttl``
 seconds per identity source (the key headers), so a revoked key keeps working until its
@@ -37,6 +40,8 @@ Pairs = Mapping[str, str] | Iterable[tuple[str, str]]
 _HANDLER_LOCK = threading.Lock()
 LAMBDA_TIMEOUT_MILLIS = 29_000
 _IDENTITY_HEADERS = ("authorization", "x-api-key")
+# What a REST API's ANY method stands for: API Gateway has no method for anything else.
+GATEWAY_METHODS = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"})
 _MAX_CACHED_ANSWERS = 10_000
 
 
@@ -117,6 +122,8 @@ class LocalGateway:
             parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else _pairs(query)
         )
         request_id = str(uuid.uuid4())
+        if method not in GATEWAY_METHODS:
+            return gateway_response(403, "Missing Authentication Token", request_id)
         context = self._request_context(method, path, request_id, source_ip, header_pairs)
         event: dict[str, Any] = {
             "resource": "/{proxy+}",
@@ -139,8 +146,8 @@ class LocalGateway:
             try:
                 result = self.api(event, LocalLambdaContext(aws_request_id=request_id))
             except Exception:
-                return _gateway_error(502, "Internal server error")
-        return _response(result)
+                return gateway_response(502, "Internal server error", request_id)
+        return _response(result, request_id)
 
     def _request_context(
         self,
@@ -253,10 +260,11 @@ def _error_response(status: int, code: str, message: str, request_id: str) -> Lo
     )
 
 
-def _gateway_error(status: int, message: str | None) -> LocalResponse:
-    return LocalResponse(
-        status, {"Content-Type": "application/json"}, json.dumps({"message": message}).encode()
-    )
+def gateway_response(status: int, message: str, request_id: str | None = None) -> LocalResponse:
+    """A refusal by the gateway itself, as the deployment's DEFAULT_4XX and DEFAULT_5XX
+    gateway responses shape it (cdk/comfyfleet_cdk/api.py)."""
+    code = "invalid_request" if status < 500 else "internal_error"
+    return _error_response(status, code, message, request_id or str(uuid.uuid4()))
 
 
 def _allows(answer: Any, method_arn: str) -> bool:
@@ -303,9 +311,9 @@ def _body(body: bytes | None) -> dict[str, Any]:
         return {"body": base64.b64encode(body).decode(), "isBase64Encoded": True}
 
 
-def _response(result: Any) -> LocalResponse:
+def _response(result: Any, request_id: str) -> LocalResponse:
     if not isinstance(result, Mapping) or not isinstance(result.get("statusCode"), int):
-        return _gateway_error(502, "Internal server error")
+        return gateway_response(502, "Internal server error", request_id)
     headers: dict[str, str] = {}
     for name, values in (result.get("multiValueHeaders") or {}).items():
         headers[name] = ", ".join(str(value) for value in values)

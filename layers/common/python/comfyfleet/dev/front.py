@@ -1,19 +1,23 @@
 """The dev stack's HTTP front: a threaded http.server on loopback in front of LocalGateway.
 
-It plays API Gateway's part for real HTTP clients (curl, the SDK, a browser): each request
-becomes one ``LocalGateway.request`` call, and its answer is written back as it came. HTTP/1.1
-with keep-alive, so a client's connection pool is reused as it would be against AWS.
+It plays API Gateway's part for real HTTP clients (curl, the SDK, a browser): each request,
+whatever its method, becomes one ``LocalGateway.request`` call, and its answer is written back
+as it came; what the server refuses itself (a body too large, a malformed request) is answered
+in the gateway's JSON error shape too, never with http.server's HTML page. HTTP/1.1 with
+keep-alive, so a client's connection pool is reused as it would be against AWS.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from comfyfleet.api.local import LocalGateway, LocalResponse
+from comfyfleet.api.local import LocalGateway, LocalResponse, gateway_response
 
 # Not under "comfyfleet": the handlers hand that logger tree to Powertools when they start.
 logger = logging.getLogger("devstack." + __name__.rsplit(".", 1)[-1])
@@ -92,7 +96,7 @@ class _GatewayHandler(BaseHTTPRequestHandler):
 
     # -- the answer ------------------------------------------------------------------------
 
-    def _answer(self, response: LocalResponse) -> None:
+    def _answer(self, response: LocalResponse, *, close: bool = False) -> None:
         """Write the gateway's answer back as it came, less the headers this server owns."""
         self.send_response(response.status)
         for name, value in response.headers.items():
@@ -100,18 +104,21 @@ class _GatewayHandler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
         payload = b"" if self.command == "HEAD" else response.body
         self.send_header("Content-Length", str(len(payload)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(payload)
 
     def _refuse(self, status: int, message: str) -> None:
-        payload = ('{"message":"' + message + '"}').encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(payload)
-        self.close_connection = True
+        """Refuse the request before the gateway sees it; the connection closes (what is
+        left of the request is not read)."""
+        self._answer(gateway_response(status, message), close=True)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What http.server refuses itself (a malformed request line, headers too long), in
+        the gateway's JSON shape rather than its HTML page."""
+        self._refuse(code, message or HTTPStatus(code).phrase)
 
     # -- the request body ------------------------------------------------------------------
 
@@ -144,7 +151,12 @@ class _GatewayHandler(BaseHTTPRequestHandler):
             chunks.append(self.rfile.read(size))
             self.rfile.readline()
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # http.server looks for do_<METHOD> and answers its own 501 page when there is none:
+        # every method goes to the gateway instead, which answers as API Gateway does.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("%s " + format, self.address_string(), *args)
