@@ -83,7 +83,10 @@ def test_shared_queue_is_fifo_without_content_dedup_and_redrives_to_its_dlq(
         },
         "maxReceiveCount": resources.RING_MAX_RECEIVES,
     }
-    assert _queue(synthesised, resources.SHARED_DLQ)["FifoQueue"] is True
+    dlq = _queue(synthesised, resources.SHARED_DLQ)
+    assert dlq["FifoQueue"] is True
+    assert dlq["DeduplicationScope"] == "messageGroup"
+    assert dlq["FifoThroughputLimit"] == "perMessageGroupId"
 
 
 def test_webhooks_queue_redrives_after_the_retry_schedules_attempts(
@@ -91,9 +94,22 @@ def test_webhooks_queue_redrives_after_the_retry_schedules_attempts(
 ) -> None:
     webhooks = _queue(synthesised, resources.WEBHOOKS_QUEUE)
     settings = synthesised.stack.config.settings
-    assert "FifoQueue" not in webhooks
     # The first attempt and one per retry of the schedule: 8 by default.
     assert webhooks["RedrivePolicy"]["maxReceiveCount"] == settings.webhook_attempts == 8
+
+
+def test_webhooks_queue_is_a_standard_queue_without_fifo_attributes(
+    synthesised: Synthesised,
+) -> None:
+    webhooks = _queue(synthesised, resources.WEBHOOKS_QUEUE)
+    for attribute in (
+        "FifoQueue",
+        "ContentBasedDeduplication",
+        "DeduplicationScope",
+        "FifoThroughputLimit",
+    ):
+        assert attribute not in webhooks
+    assert "FifoQueue" not in _queue(synthesised, resources.WEBHOOKS_DLQ)
 
 
 def test_every_queue_is_encrypted_and_refuses_plain_http(synthesised: Synthesised) -> None:

@@ -16,12 +16,13 @@ from comfyfleet.domain import Limits
 from comfyfleet.errors import LimitExceeded
 from comfyfleet.events import MemoryJobEvents
 from comfyfleet.queues import SqsJobQueues
-from comfyfleet.resources import JOBS, TABLES, provision
+from comfyfleet.resources import JOBS, RING_MAX_RECEIVES, TABLES, provision
 from comfyfleet.scheduling import Dispatcher, JobRequest
 from comfyfleet.settings import Settings
 from comfyfleet.store.dynamo import dynamo_stores
 
 REGION = "us-east-1"
+HIGH_THROUGHPUT = ("messageGroup", "perMessageGroupId")
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,7 @@ def test_provision_creates_every_resource_and_is_idempotent(
     ]
     assert shared["FifoQueue"] == "true" and shared["ContentBasedDeduplication"] == "false"
     assert json.loads(shared["RedrivePolicy"])["deadLetterTargetArn"].endswith("shared-dlq.fifo")
+    assert (shared["DeduplicationScope"], shared["FifoThroughputLimit"]) == HIGH_THROUGHPUT
     webhooks = sqs.get_queue_attributes(
         QueueUrl=first.queue_urls["webhooks"], AttributeNames=["All"]
     )["Attributes"]
@@ -74,6 +76,28 @@ def test_node_queues_follow_the_naming_rule(local_aws: LocalAws, settings: Setti
 
     assert url.endswith("/comfyfleet-node-ip-10-0-0-1-ec2-internal.fifo")
     assert queues.create_node_queue(settings, "ip-10-0-0-1.ec2.internal") == url
+
+
+def test_a_node_queue_is_a_high_throughput_fifo_queue_like_the_shared_one(
+    local_aws: LocalAws, settings: Settings
+) -> None:
+    provisioned = provision(settings, endpoint_url=local_aws.url, region=REGION)
+    sqs = client("sqs", endpoint_url=local_aws.url, region=REGION)
+
+    url = SqsJobQueues(sqs).create_node_queue(settings, "i-0123456789abcdef0")
+
+    node = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    shared = sqs.get_queue_attributes(
+        QueueUrl=provisioned.queue_urls["shared"], AttributeNames=["All"]
+    )["Attributes"]
+    assert node["FifoQueue"] == "true" and node["ContentBasedDeduplication"] == "false"
+    # Limits per message group (each job has its own), not 300 calls a second per queue.
+    assert (node["DeduplicationScope"], node["FifoThroughputLimit"]) == HIGH_THROUGHPUT
+    redrive = json.loads(node["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"].endswith("shared-dlq.fifo")
+    assert int(redrive["maxReceiveCount"]) == RING_MAX_RECEIVES
+    fifo = ("FifoQueue", "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit")
+    assert {name: node[name] for name in fifo} == {name: shared[name] for name in fifo}
 
 
 def test_concurrent_submits_through_the_server_respect_the_limit(

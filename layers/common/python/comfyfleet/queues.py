@@ -2,7 +2,10 @@
 
 A message body is small — a RingMessage — and its deduplication id is the job id. The
 group id gives each message its own group: a message stays in flight while its job runs,
-so a group per account would hold the account's next message back until then.
+so a group per account would hold the account's next message back until then. The queues are
+high-throughput FIFO queues, which deduplicate within a message group only: the group is
+derived from the job (``RingMessage.group_id``), so every copy of a job's message — a resend,
+a reroute, a drained node's — lands in one group and is dropped within the 5 minutes.
 ``MemoryQueues`` models SQS FIFO faithfully (oldest available message first; a group with
 a message in flight yields nothing more; visibility timeouts; receive counts and a DLQ)
 for unit tests and the fleet simulation.
@@ -61,7 +64,8 @@ def decode_message(body: str) -> RingMessage:
 
 class JobQueues(Protocol):
     def send(self, queue_url: str, message: RingMessage, *, group_id: str | None = None) -> None:
-        """Send to the back of the queue (``group_id`` overrides the message's own)."""
+        """Send to the back of the queue (``group_id`` overrides the message's own: tests of
+        group order only, since a copy in another group would escape deduplication)."""
         ...
 
     def receive(
@@ -166,7 +170,9 @@ class _Message:
 @dataclass
 class _FifoQueue:
     messages: list[_Message] = field(default_factory=list)  # in send order
-    dedup: dict[str, float] = field(default_factory=dict)  # dedup id → sent at
+    # (group, dedup id) → sent at: deduplication per message group, as the deployment's
+    # high-throughput queues have it (DeduplicationScope=messageGroup).
+    dedup: dict[tuple[str, str], float] = field(default_factory=dict)
     dlq: list[_Message] = field(default_factory=list)
 
 
@@ -190,15 +196,12 @@ class MemoryQueues:
         with self._lock:
             now = self.clock()
             queue = self.queue(queue_url)
-            sent = queue.dedup.get(message.job_id)
+            group = group_id or message.group_id
+            sent = queue.dedup.get((group, message.job_id))
             if sent is not None and now - sent < DEDUP_WINDOW_SECONDS:
                 return  # SQS accepts and drops a duplicate within the window
-            queue.dedup[message.job_id] = now
-            queue.messages.append(
-                _Message(
-                    next(self._ids), message, group_id or message.group_id, now, visible_at=now
-                )
-            )
+            queue.dedup[(group, message.job_id)] = now
+            queue.messages.append(_Message(next(self._ids), message, group, now, visible_at=now))
 
     def receive(
         self, queue_url: str, *, wait_seconds: int = 0, visibility_seconds: int | None = None
