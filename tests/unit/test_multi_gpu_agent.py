@@ -89,10 +89,10 @@ def agents_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *flags: str
 ) -> list[dict[str, str]]:
     """The environment each agent of ``comfyfleet dev --agents 2 FLAGS`` would start with."""
-    monkeypatch.setattr("comfyfleet.dev.stack.ChildProcess", Recorded)
+    monkeypatch.setattr("comfyfleet.dev.agents.ChildProcess", Recorded)
     Recorded.started = []
     args = build_parser().parse_args(["dev", "--agents", "2", "--state-dir", str(tmp_path), *flags])
-    DevStack(_options(args))._start_agents()
+    DevStack(_options(args))._start_agents(faults="")
     return [child.env for child in Recorded.started if child.name.startswith("dev-node-")]
 
 

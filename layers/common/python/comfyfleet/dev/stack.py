@@ -112,16 +112,10 @@ class DevStack:
         """Start every part, write dev.json and return its content."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self.state_file.unlink(missing_ok=True)
-        # Faults wait until the stack is up: its own set-up is not what they test.
-        faults = os.environ.pop(aws_faults.FAULTS_ENV, "")
-        try:
-            aws_faults.parse_faults(faults)
-        except ValueError as exc:
-            raise StackError(str(exc)) from None
-        os.environ[aws_faults.STACK_ENV] = str(os.getpid())
+        faults = _faults_aside()
         self.aws = LocalAws().start()
         _configure_environment(self.aws.url, self.options)
-        from comfyfleet.aws import client, reset_clients
+        from comfyfleet.aws import reset_clients
         from comfyfleet.resources import SHARED_QUEUE, WEBHOOKS_QUEUE, provision
         from comfyfleet.settings import get_settings, load_settings
 
@@ -138,21 +132,7 @@ class DevStack:
         get_settings.cache_clear()
         self.front.start()
 
-        # Lambda's event source mapping, played here: not one of the functions' calls.
-        sqs = client("sqs", endpoint_url=self.aws.url, region=REGION, faults=False)
-        webhooks_url = provisioned.queue_urls[WEBHOOKS_QUEUE.logical]
-        webhooks_arn = sqs.get_queue_attributes(QueueUrl=webhooks_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        self.loops = [
-            SqsEventSource(LocalFunction("webhooks"), sqs, webhooks_url, webhooks_arn),
-            ScheduledInvoker(
-                LocalFunction("reaper"), self.options.reaper_seconds, f"{settings.prefix}-reaper"
-            ),
-        ]
-        for loop in self.loops:
-            loop.start()
-
+        self._start_loops(settings, provisioned.queue_urls[WEBHOOKS_QUEUE.logical])
         keys = self._bootstrap_accounts(settings)
         self._start_agents(faults)
         self._wait_for_agents(settings)
@@ -174,6 +154,25 @@ class DevStack:
             os.environ[aws_faults.FAULTS_ENV] = faults  # the functions' calls, from now on
         self._write_state()
         return self.info
+
+    def _start_loops(self, settings: Any, webhooks_url: str) -> None:
+        """The webhooks function on its queue, the reaper on its schedule."""
+        from comfyfleet.aws import client
+
+        assert self.aws is not None
+        # Lambda's event source mapping, played here: not one of the functions' calls.
+        sqs = client("sqs", endpoint_url=self.aws.url, region=REGION, faults=False)
+        webhooks_arn = sqs.get_queue_attributes(QueueUrl=webhooks_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self.loops = [
+            SqsEventSource(LocalFunction("webhooks"), sqs, webhooks_url, webhooks_arn),
+            ScheduledInvoker(
+                LocalFunction("reaper"), self.options.reaper_seconds, f"{settings.prefix}-reaper"
+            ),
+        ]
+        for loop in self.loops:
+            loop.start()
 
     def _bootstrap_accounts(self, settings: Any) -> dict[str, str]:
         """An operator account with an admin key, and one user account with a jobs key."""
@@ -273,6 +272,18 @@ class DevStack:
             self.aws = None
         self.state_file.unlink(missing_ok=True)
         logger.info("the dev stack stopped after %.1f s", time.monotonic() - started)
+
+
+def _faults_aside() -> str:
+    """The faults asked for (checked), held back until the stack is up: its own set-up is
+    not what they test. Marks this process and its children as the dev stack's."""
+    faults = os.environ.pop(aws_faults.FAULTS_ENV, "")
+    try:
+        aws_faults.parse_faults(faults)
+    except ValueError as exc:
+        raise StackError(str(exc)) from None
+    os.environ[aws_faults.STACK_ENV] = str(os.getpid())
+    return faults
 
 
 def _configure_environment(moto_url: str, options: DevOptions) -> None:
