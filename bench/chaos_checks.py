@@ -14,6 +14,7 @@ import boto3
 from comfyfleet.dev.launch import RunningStack
 
 REGION = "us-east-1"
+EXHAUSTED = "max_attempts_exceeded"
 
 
 @dataclass
@@ -133,6 +134,11 @@ def collect(
         "failed": states["failed"],
         "failed_by_code": dict(
             Counter(str((r.get("error") or {}).get("code")) for r in failed.values())
+        ),
+        # A job whose runs were all killed (max_attempts) failed as designed, reason shown;
+        # any other failure is one that retries should have absorbed.
+        "failed_not_exhausted": sum(
+            1 for r in failed.values() if (r.get("error") or {}).get("code") != EXHAUSTED
         ),
         "cancelled": states["cancelled"],
         "lost": len(submitted) - len(ends),

@@ -40,6 +40,7 @@ def test_a_short_chaos_round_loses_nothing_and_completes_nothing_twice(tmp_path:
     assert counts["agents_killed"] + counts["comfys_killed"] >= 2, report  # chaos happened
     assert counts["lost"] == 0, report
     assert counts["completed_twice"] == 0, report
+    assert counts["failed_not_exhausted"] == 0, report  # only a job killed on every run fails
     ended = counts["completed"] + counts["failed"] + counts["cancelled"]
     assert counts["events_one_id"] == ended and counts["events_extra_ids"] == 0, report
     assert counts["unsigned_deliveries"] == 0, report
