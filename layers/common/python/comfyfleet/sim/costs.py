@@ -76,7 +76,7 @@ NODE_ITEM_KB = 1.0  # a node record: status, heartbeat, cached models
 LAMBDA_PER_JOB: dict[str, tuple[float, float, float]] = {
     # function: (invocations per job, GB, seconds)
     "api": (1.0, 1.0, 0.020),
-    "authorizer": (1.0, 0.5, 0.015),  # cached 5 min per key: 1 is the worst case
+    "authorizer": (1.0, 0.5, 0.015),  # cached 30 s per key (AUTHORIZER_CACHE_SECONDS): 1 at worst
     "webhooks": (1.0, 0.5, 0.100),  # waits on the user's endpoint
 }
 LOG_BYTES_PER_JOB = 8 * 1024  # three invocations' JSON lines and the submit's metrics
