@@ -45,7 +45,7 @@ class Outcome:
 def enable_versioning(stack: RunningStack) -> str:
     """The output bucket, with versioning on (in moto) from now on."""
     s3 = _s3(stack)
-    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].endswith("-outputs"))
+    bucket = _output_bucket(s3)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     return bucket
 
@@ -56,28 +56,25 @@ def _s3(stack: RunningStack) -> Any:
     ).client("s3", endpoint_url=stack.info["moto_url"])
 
 
+def _output_bucket(s3: Any) -> str:
+    return next(b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].endswith("-outputs"))
+
+
 def outputs_written(
     stack: RunningStack, ends: dict[str, dict[str, Any]]
 ) -> dict[str, Counter[str]]:
-    """Per job: how many times each object under its output prefix was written."""
+    """Per ended job: how many times each of its output objects was written. One listing
+    of every version under ``outputs/<account>/<job>/<file>`` (resources.output_key)."""
     s3 = _s3(stack)
-    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].endswith("-outputs"))
-    written: dict[str, Counter[str]] = {}
-    for job_id, record in ends.items():
-        prefix = (
-            f"outputs/{record.get('account_id', '')}/{job_id}/"
-            if record.get("account_id")
-            else None
-        )
-        counts: Counter[str] = Counter()
-        pages = s3.get_paginator("list_object_versions").paginate(
-            Bucket=bucket, Prefix=prefix or "outputs/"
-        )
-        for page in pages:
-            for version in page.get("Versions", []):
-                if prefix or f"/{job_id}/" in version["Key"]:
-                    counts[version["Key"].rsplit("/", 1)[-1]] += 1
-        written[job_id] = counts
+    written: dict[str, Counter[str]] = {job_id: Counter() for job_id in ends}
+    pages = s3.get_paginator("list_object_versions").paginate(
+        Bucket=_output_bucket(s3), Prefix="outputs/"
+    )
+    for page in pages:
+        for version in page.get("Versions", []):
+            parts = version["Key"].split("/", 3)
+            if len(parts) == 4 and parts[2] in written:
+                written[parts[2]][parts[3]] += 1
     return written
 
 

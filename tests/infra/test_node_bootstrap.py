@@ -20,15 +20,20 @@ MAIN = "# ---- main ----"
 BASH = shutil.which("bash") or "/bin/bash"
 
 
-@pytest.fixture(scope="module")
-def functions(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    script = render_user_data(
+def rendered() -> str:
+    """The bootstrap as the stack renders it, for the default deployment."""
+    return render_user_data(
         read_config({}),
         {"COMFYFLEET_SHARED_QUEUE_URL": "https://sqs.example/shared.fifo"},
         source_bucket="bucket",
         source_key="source.zip",
         region="us-east-1",
     )
+
+
+@pytest.fixture(scope="module")
+def functions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    script = rendered()
     head, main, _ = script.partition(MAIN)
     assert main, "the script marks where its main part starts"
     path = tmp_path_factory.mktemp("bootstrap") / "functions.sh"
@@ -207,13 +212,7 @@ START = ["install", "prepare_boot", "systemctl", "as_agent"]
 def test_each_mode_runs_its_half_of_the_one_script(
     functions: Path, tmp_path: Path, mode: str, marked: bool, warm: str, steps: list[str]
 ) -> None:
-    script = render_user_data(
-        read_config({}),
-        {"COMFYFLEET_SHARED_QUEUE_URL": "https://sqs.example/shared.fifo"},
-        source_bucket="bucket",
-        source_key="source.zip",
-        region="us-east-1",
-    )
+    script = rendered()
     main = MAIN + script.partition(MAIN)[2]
     main = main.replace("exec > >(tee -a /var/log/comfyfleet-bootstrap.log) 2>&1\n", "")
     marker, booted = tmp_path / "installed", tmp_path / "booted"
